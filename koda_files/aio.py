@@ -1,0 +1,107 @@
+"""`AsyncFileStore`: the same store for asyncio code; each call runs in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .protocol import RoleLike, StrPath
+from .store import FileStore
+from .types import CompactedStats, Message, SessionInfo, SessionUsage, TokenUsage
+
+__all__ = ["AsyncFileStore"]
+
+
+class AsyncFileStore:
+    """`AsyncPersistence` over a `FileStore`; file I/O never blocks the event loop."""
+
+    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
+        self.sync = FileStore(root, durability=durability)
+
+    @property
+    def root(self) -> object:
+        return self.sync.root
+
+    def close(self) -> None:
+        self.sync.close()
+
+    async def create_session(self, agent_name: str, project_root: StrPath) -> str:
+        return await asyncio.to_thread(self.sync.create_session, agent_name, project_root)
+
+    async def list_sessions(self, limit: int, project_root: StrPath) -> list[SessionInfo]:
+        return await asyncio.to_thread(self.sync.list_sessions, limit, project_root)
+
+    async def delete_session(self, session_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.delete_session, session_id)
+
+    async def insert_message(
+        self,
+        session_id: str,
+        role: RoleLike,
+        content: str | None = None,
+        tool_calls: str | None = None,
+        tool_call_id: str | None = None,
+        usage: TokenUsage | None = None,
+    ) -> int:
+        return await asyncio.to_thread(
+            self.sync.insert_message, session_id, role, content, tool_calls, tool_call_id, usage
+        )
+
+    async def insert_message_with_agent(
+        self,
+        session_id: str,
+        role: RoleLike,
+        content: str | None,
+        tool_calls: str | None,
+        tool_call_id: str | None,
+        usage: TokenUsage | None,
+        agent_name: str | None,
+    ) -> int:
+        return await asyncio.to_thread(
+            self.sync.insert_message_with_agent,
+            session_id, role, content, tool_calls, tool_call_id, usage, agent_name,
+        )  # fmt: skip
+
+    async def load_context(self, session_id: str) -> list[Message]:
+        return await asyncio.to_thread(self.sync.load_context, session_id)
+
+    async def load_all_messages(self, session_id: str) -> list[Message]:
+        return await asyncio.to_thread(self.sync.load_all_messages, session_id)
+
+    async def recent_user_messages(self, limit: int) -> list[str]:
+        return await asyncio.to_thread(self.sync.recent_user_messages, limit)
+
+    async def last_assistant_message(self, session_id: str) -> str:
+        return await asyncio.to_thread(self.sync.last_assistant_message, session_id)
+
+    async def last_user_message(self, session_id: str) -> str:
+        return await asyncio.to_thread(self.sync.last_user_message, session_id)
+
+    async def has_pending_tool_calls(self, session_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.has_pending_tool_calls, session_id)
+
+    async def session_token_usage(self, session_id: str) -> SessionUsage:
+        return await asyncio.to_thread(self.sync.session_token_usage, session_id)
+
+    async def session_usage_by_agent(self, session_id: str) -> list[tuple[str, SessionUsage]]:
+        return await asyncio.to_thread(self.sync.session_usage_by_agent, session_id)
+
+    async def compact_session(self, session_id: str, summary: str, preserve_count: int) -> int:
+        return await asyncio.to_thread(self.sync.compact_session, session_id, summary, preserve_count)
+
+    async def compacted_stats(self) -> CompactedStats:
+        return await asyncio.to_thread(self.sync.compacted_stats)
+
+    async def purge_compacted(self, min_age_days: int) -> int:
+        return await asyncio.to_thread(self.sync.purge_compacted, min_age_days)
+
+    async def get_metadata(self, session_id: str, key: str) -> str | None:
+        return await asyncio.to_thread(self.sync.get_metadata, session_id, key)
+
+    async def set_metadata(self, session_id: str, key: str, value: str) -> None:
+        await asyncio.to_thread(self.sync.set_metadata, session_id, key, value)
+
+    async def get_todo(self, session_id: str) -> str | None:
+        return await asyncio.to_thread(self.sync.get_todo, session_id)
+
+    async def set_todo(self, session_id: str, content: str) -> None:
+        await asyncio.to_thread(self.sync.set_todo, session_id, content)

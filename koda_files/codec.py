@@ -1,0 +1,156 @@
+"""The line format of `messages.jsonl`: turning messages into JSON lines and lines back into messages.
+
+Encoding validates everything first, so a bad value raises before a byte is written. Decoding is
+strict about types (a line that is JSON but not a message is an error naming the problem), and
+lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these files by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from .types import Message, Role, TokenUsage
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "LineError",
+    "check_int",
+    "check_text",
+    "decode_line",
+    "encode_record",
+    "mark_archived",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_ROLES: dict[str, Role] = {r.value: r for r in Role}
+_TOKEN_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "thinking_tokens",
+)
+_TEXT_FIELDS = ("content", "tool_calls", "tool_call_id", "agent_name", "created_at", "compacted_at")
+
+
+class LineError(ValueError):
+    """A line of `messages.jsonl` that is not a message; the store names file and line around it."""
+
+
+def check_text(name: str, value: object, *, optional: bool = True) -> str | None:
+    """Return `value` if it is a str that encodes as UTF-8 (no lone surrogates), else raise."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str{' or None' if optional else ''}, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{name} is not valid Unicode (lone surrogate at index {exc.start})") from None
+    return value
+
+
+def check_int(name: str, value: object) -> int:
+    """Return `value` if it is an int (not bool) in the signed 64-bit range, else raise."""
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{name} {value} is outside the signed 64-bit range")
+    return value
+
+
+def encode_record(
+    msg_id: int,
+    role: Role,
+    content: str | None,
+    tool_calls: str | None,
+    tool_call_id: str | None,
+    usage: TokenUsage | None,
+    agent_name: str | None,
+    created_at: str,
+) -> bytes:
+    """One `\\n`-terminated line; null fields are left out. Inputs must already be validated."""
+    record: dict[str, Any] = {"id": msg_id, "role": role.value}
+    if content is not None:
+        record["content"] = content
+    if tool_calls is not None:
+        record["tool_calls"] = tool_calls
+    if tool_call_id is not None:
+        record["tool_call_id"] = tool_call_id
+    if usage is not None:
+        record["prompt_tokens"] = usage.prompt_tokens
+        record["completion_tokens"] = usage.completion_tokens
+        record["cache_read_tokens"] = usage.cache_read_tokens
+        record["cache_creation_tokens"] = usage.cache_creation_tokens
+        record["thinking_tokens"] = usage.thinking_tokens
+    if agent_name is not None:
+        record["agent_name"] = agent_name
+    record["created_at"] = created_at
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def check_usage(usage: object) -> TokenUsage | None:
+    """Validate a `usage` argument: None or a TokenUsage whose counts are 64-bit ints."""
+    if usage is None:
+        return None
+    if not isinstance(usage, TokenUsage):
+        raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
+    for field in _TOKEN_FIELDS:
+        check_int(f"usage.{field}", getattr(usage, field))
+    return usage
+
+
+def decode_line(line: bytes, session_id: str) -> Message:
+    """Parse one line (without its `\\n`) into a Message; raise `LineError` saying what is wrong."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise LineError(f"not JSON ({exc})") from None
+    if type(record) is not dict:
+        raise LineError("not a JSON object")
+    msg_id = record.get("id")
+    if type(msg_id) is not int:
+        raise LineError("missing or non-integer 'id'")
+    role = _ROLES.get(record.get("role"))  # type: ignore[arg-type]
+    if role is None:
+        raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
+    get = record.get
+    for field in _TEXT_FIELDS:
+        value = get(field)
+        if value is not None and type(value) is not str:
+            raise LineError(f"'{field}' must be a string or null")
+    for field in _TOKEN_FIELDS:
+        value = get(field)
+        if value is not None and type(value) is not int:
+            raise LineError(f"'{field}' must be an integer or null")
+    return Message(
+        msg_id,
+        session_id,
+        role,
+        get("content"),
+        get("tool_calls"),
+        get("tool_call_id"),
+        get("prompt_tokens"),
+        get("completion_tokens"),
+        get("cache_read_tokens"),
+        get("cache_creation_tokens"),
+        get("thinking_tokens"),
+        get("agent_name"),
+        get("created_at"),
+        get("compacted_at"),
+    )
+
+
+def mark_archived(line: bytes, compacted_at: str) -> bytes:
+    """Add `compacted_at` to an encoded record, copying every other byte as it was."""
+    body = line.rstrip()
+    if not body.endswith(b"}"):
+        raise LineError("not a JSON object")
+    stamp = orjson.dumps(compacted_at)
+    separator = b"," if body[:-1].rstrip() != b"{" else b""
+    return body[:-1] + separator + b'"compacted_at":' + stamp + b"}"

@@ -1,0 +1,179 @@
+"""Atomic, symlink-safe file operations: every write, fsync, rename and mkdir the store makes.
+
+All file-system mutations go through the functions here, so that a single module decides how
+a change becomes durable, and fault-injection tests can fail any one of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = [
+    "DIR_MODE",
+    "FILE_MODE",
+    "atomic_write",
+    "fsync_dir",
+    "make_dir",
+    "open_append",
+    "open_read",
+    "read_file",
+    "remove_tree",
+    "rename",
+    "sync",
+    "temp_name",
+    "truncate",
+    "write_all",
+    "write_at",
+]
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte; `os.write` may write less than asked (large buffers, signals)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def sync(fd: int) -> None:
+    """Make the file's data durable (fdatasync where it exists: the size is data too)."""
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS and Windows
+        os.fsync(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create in `path` durable; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except OSError as exc:  # pragma: no cover - Windows
+        if exc.errno in (errno.EACCES, errno.EISDIR):
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename(src: Path, dst: Path) -> None:
+    """Atomically replace `dst` by `src` (same directory)."""
+    os.replace(src, dst)
+
+
+def make_dir(path: Path) -> bool:
+    """Create one directory with mode 0700 whatever the umask; False if it already existed."""
+    try:
+        os.mkdir(path, DIR_MODE)
+    except FileExistsError:
+        return False
+    os.chmod(path, DIR_MODE)
+    return True
+
+
+def temp_name(target: str) -> str:
+    """A fresh dot-file name beside `target`, so crash leftovers are hidden and recognisable."""
+    return f".{target}.{secrets.token_hex(6)}.tmp"
+
+
+def _create_exclusive(path: Path) -> int:
+    # O_EXCL also refuses a planted symlink, so a temp file is never written through one.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)
+    return fd
+
+
+def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+    """Replace `path` by `chunks`: temp file in the same directory, fsync, rename, fsync the dir.
+
+    A reader sees the old file or the new one, never a mix; on any error the temp file is removed
+    and `path` is unchanged.
+    """
+    tmp = path.parent / temp_name(path.name)
+    fd = _create_exclusive(tmp)
+    try:
+        try:
+            for chunk in chunks:
+                write_all(fd, chunk)
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def open_read(path: Path) -> int:
+    """Open a regular file for reading without following a symlink; raises OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+    return fd
+
+
+def open_append(path: Path) -> int:
+    """Open (creating 0600 if needed) a regular file for appending, never through a symlink."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+    return fd
+
+
+def read_file(path: Path) -> bytes | None:
+    """The whole file, or None when it does not exist; never follows a symlink."""
+    try:
+        fd = open_read(path)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree without following any symlink in it (links are unlinked, not entered)."""
+    for entry in os.scandir(path):
+        full = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            remove_tree(full)
+        else:
+            os.unlink(full)
+    os.rmdir(path)
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """Write `data` at `offset` in place (for small fixed-width records)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def truncate(fd: int, size: int) -> None:
+    """Cut a file back to `size`, undoing a write that failed half-way."""
+    os.ftruncate(fd, size)

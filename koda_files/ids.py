@@ -1,0 +1,65 @@
+"""Message ids: unique across a root, increasing within a session, never handed out twice.
+
+A counter file `<root>/.ids` holds the next free id. A store reserves a block of ids from it
+under a lock and hands them out from memory, so a lock on the counter is taken once per block,
+not per insert. Blocks never overlap, and the counter only moves forward, so an id is never
+reused, not after a purge or a deletion either. If the file is lost or damaged it is rebuilt
+from the largest id in any session.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from .fileops import sync, write_at
+from .locking import FileMutex
+
+__all__ = ["IdAllocator"]
+
+_FIRST_BLOCK = 16
+_MAX_BLOCK = 4096
+_WIDTH = 20  # fixed width, so an in-place rewrite never leaves digits of a longer number behind
+
+
+class IdAllocator:
+    """Hands out ids for one root; thread-safe and fork-safe."""
+
+    def __init__(self, path: Path, durable: bool, largest_id: Callable[[], int]) -> None:
+        self._mutex = FileMutex(path)
+        self._durable = durable
+        self._largest_id = largest_id
+        self._lock = threading.Lock()
+        self._next = 0
+        self._end = 0
+        self._block = _FIRST_BLOCK
+        self._pid = os.getpid()
+
+    def take(self, at_least: int, count: int = 1) -> int:
+        """Reserve `count` consecutive ids, all >= `at_least`; returns the first."""
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child must not reuse the parent's block
+                self._pid, self._next, self._end = os.getpid(), 0, 0
+            first = max(self._next, at_least)
+            if first + count > self._end:
+                first = self._reserve(at_least, count)
+            self._next = first + count
+            return first
+
+    def _reserve(self, at_least: int, count: int) -> int:
+        with self._mutex.held() as fd:
+            raw = os.pread(fd, 64, 0)
+            try:
+                counter = int(raw.strip())
+            except ValueError:
+                counter = self._largest_id() + 1  # new root, or a damaged counter: rebuild
+            first = max(counter, at_least, 1)
+            end = first + max(self._block, count)
+            write_at(fd, b"%0*d\n" % (_WIDTH, end), 0)
+            if self._durable:
+                sync(fd)
+        self._end = end
+        self._block = min(self._block * 2, _MAX_BLOCK)
+        return first

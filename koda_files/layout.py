@@ -1,0 +1,96 @@
+"""Where things live under a root, what a session id may be, and how time and ids are spelled."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import platformdirs
+
+from .errors import InvalidSessionIdError
+
+__all__ = [
+    "LAYOUT_FILE",
+    "LAYOUT_VERSION",
+    "LOCK_NAME",
+    "MESSAGES",
+    "METADATA",
+    "SESSIONS",
+    "TODO",
+    "default_root",
+    "new_session_id",
+    "parse_time",
+    "utc_now",
+    "validate_session_id",
+]
+
+SESSIONS = "sessions"
+MESSAGES = "messages.jsonl"
+METADATA = "metadata.json"
+TODO = "todo.md"
+LOCK_NAME = ".lock"
+LAYOUT_FILE = "koda-files.json"
+LAYOUT_VERSION = 1
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def validate_session_id(session_id: object) -> str:
+    """Return the id if it may name a directory under the root, else raise `InvalidSessionIdError`."""
+    if type(session_id) is not str or _SESSION_ID.fullmatch(session_id) is None:
+        raise InvalidSessionIdError(session_id)
+    return session_id
+
+
+def default_root() -> Path:
+    """`KODA_FILES_DIR` when set and non-empty, else the platform's user data dir for koda."""
+    env = os.environ.get("KODA_FILES_DIR")
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_data_dir("koda"))
+
+
+def utc_now() -> str:
+    """The current time as ISO 8601 UTC with microseconds, e.g. `2026-11-27T11:09:22.123456Z`."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime | None:
+    """Parse a stored timestamp (ours, or SQLite's `YYYY-MM-DD HH:MM:SS`) as UTC; None if unreadable."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T", 1))
+    except (ValueError, AttributeError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed
+
+
+_uuid_lock = threading.Lock()
+_uuid_last = (0, 0)
+
+
+def new_session_id() -> str:
+    """A UUIDv7: time-ordered, so `ls sessions/` sorts by age; ids made in one process never tie."""
+    global _uuid_last
+    with _uuid_lock:
+        ms = time.time_ns() // 1_000_000
+        last_ms, last_seq = _uuid_last
+        if ms <= last_ms:
+            # Same (or an earlier, after a clock step back) millisecond: count on from the
+            # last id so ids of this process stay strictly ordered.
+            ms, seq = last_ms, last_seq + 1
+            if seq > 0xFFF:
+                ms, seq = last_ms + 1, 0
+        else:
+            seq = secrets.randbits(8)
+        _uuid_last = (ms, seq)
+    rand_b = secrets.randbits(62)
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"

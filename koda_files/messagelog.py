@@ -1,0 +1,167 @@
+"""An incremental reader of one session's `messages.jsonl`.
+
+The file is the truth; a `MessageLog` is a cache of its parsed lines that is checked against the
+file on every read (inode, size, mtime, and the bytes just before the end already read) and
+re-read when anything else changed it: an append by another process costs a parse of the new
+lines only, a rewrite or a hand edit costs one full read. Reads take no lock: appends are whole
+lines and rewrites are renames, so a reader sees complete lines of one version of the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .codec import LineError, decode_line
+from .fileops import open_read
+from .types import Message
+
+__all__ = ["BadLine", "MessageLog", "split_lines"]
+
+log = logging.getLogger("koda_files")
+
+_BOM = b"\xef\xbb\xbf"
+_GUARD = 32
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True)
+class BadLine:
+    """A line that is not a message: kept in the file, skipped by reads, reported by `check`."""
+
+    line_no: int
+    reason: str
+    raw: bytes
+
+
+def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tuple[int, bytes]]:
+    """Number the complete lines of `data` (which ends at a newline), stripping CR and a BOM."""
+    if at_file_start and data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    lines = data.split(b"\n")
+    lines.pop()  # the empty piece after the final newline
+    return [(first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)]
+
+
+@dataclass
+class MessageLog:
+    """Parsed view of one `messages.jsonl`; `refresh` brings it up to date with the file."""
+
+    session_id: str
+    path: Path
+    messages: list[Message] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+    # Identity and extent of what `messages` reflects.
+    ino: int = -1
+    dev: int = -1
+    offset: int = 0
+    mtime_ns: int = -1
+    line_count: int = 0
+    guard: bytes = b""
+    exists: bool = False
+    # Bumped whenever `messages` changes other than by appending, so derived caches can tell.
+    generation: int = 0
+    _reported_tail: tuple[int, int, int] = (-1, -1, -1)
+
+    def refresh(self, tail_is_torn: Callable[[], bool] | None = None) -> None:
+        """Bring `messages` up to date with the file; a missing file reads as no messages."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            if self.exists or self.messages:
+                self._reset()
+            return
+        if st.st_ino == self.ino and st.st_dev == self.dev and self.exists:
+            if st.st_size == self.offset and st.st_mtime_ns == self.mtime_ns:
+                return
+            if st.st_size > self.offset and self._read_from(self.offset, st, tail_is_torn):
+                return
+        self._reset()
+        self._read_from(0, st, tail_is_torn)
+
+    def _reset(self) -> None:
+        self.messages = []
+        self.bad = []
+        self.ino = self.dev = -1
+        self.offset = 0
+        self.mtime_ns = -1
+        self.line_count = 0
+        self.guard = b""
+        self.exists = False
+        self.generation += 1
+
+    def _read_from(self, start: int, st: os.stat_result, tail_is_torn: Callable[[], bool] | None) -> bool:
+        """Parse the lines after `start`; False if the bytes before `start` are not the ones we read."""
+        fd = open_read(self.path)
+        try:
+            held = os.fstat(fd)
+            if (held.st_ino, held.st_dev) != (st.st_ino, st.st_dev):
+                return False  # replaced between stat and open: the caller reads it whole
+            guard_start = max(0, start - _GUARD)
+            data = _read_to_end(fd, guard_start)
+        finally:
+            os.close(fd)
+        if data[: start - guard_start] != self.guard[len(self.guard) - (start - guard_start) :]:
+            return False
+        body = data[start - guard_start :]
+        end = body.rfind(b"\n") + 1
+        complete, tail = body[:end], body[end:]
+        for line_no, line in split_lines(complete, self.line_count + 1, start == 0):
+            self._take(line_no, line)
+        self.line_count += complete.count(b"\n")
+        self.offset = start + end
+        self.guard = (self.guard + complete)[-_GUARD:] if end else self.guard
+        self.ino, self.dev, self.exists = held.st_ino, held.st_dev, True
+        self.mtime_ns = held.st_mtime_ns if not tail else -1
+        if tail:
+            self._report_tail(tail, tail_is_torn)
+        return True
+
+    def _take(self, line_no: int, line: bytes) -> None:
+        if not line.strip():
+            if line:
+                log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
+            return
+        try:
+            self.messages.append(decode_line(line, self.session_id))
+        except LineError as exc:
+            self.bad.append(BadLine(line_no, str(exc), line))
+            log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
+
+    def _report_tail(self, tail: bytes, tail_is_torn: Callable[[], bool] | None) -> None:
+        # An unterminated tail is either a write in progress or what a crash left: report it
+        # only when no writer holds the session, and once per place it appears.
+        key = (self.ino, self.offset, len(tail))
+        if key == self._reported_tail or (tail_is_torn is not None and not tail_is_torn()):
+            return
+        self._reported_tail = key
+        log.warning(
+            "%s line %d: incomplete last line (%d bytes, no newline), skipped; "
+            "the next append starts a new line after it",
+            self.path,
+            self.line_count + 1,
+            len(tail),
+        )
+
+    def note_append(self, message: Message, start: int, data: bytes, st: os.stat_result) -> None:
+        """Record a line this process just appended at `start`, if the cache was current there."""
+        if not self.exists or start != self.offset or (st.st_ino, st.st_dev) != (self.ino, self.dev):
+            return
+        self.messages.append(message)
+        self.line_count += data.count(b"\n")
+        self.offset = start + len(data)
+        self.guard = (self.guard + data)[-_GUARD:]
+        self.mtime_ns = st.st_mtime_ns
+
+
+def _read_to_end(fd: int, start: int) -> bytes:
+    # Read until EOF rather than to the size seen by stat: an append may have landed since.
+    chunks = []
+    pos = start
+    while chunk := os.pread(fd, max(_CHUNK, os.fstat(fd).st_size - pos), pos):
+        chunks.append(chunk)
+        pos += len(chunk)
+    return b"".join(chunks)

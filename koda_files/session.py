@@ -1,0 +1,240 @@
+"""One session directory: its paths, its lock, its header, and appends to its log.
+
+A `SessionDir` is cheap state a store keeps per session it touches: the lock descriptor, an
+append descriptor and the parsed-log cache. Every method re-checks the directory on disk, so a
+session deleted, replaced or edited by someone else is seen as it is now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .codec import LineError, decode_line
+from .errors import KodaFilesError, SessionNotFoundError
+from .fileops import atomic_write, open_read, read_file, sync, truncate, write_all
+from .layout import LOCK_NAME, MESSAGES, METADATA, TODO
+from .locking import FileMutex
+from .messagelog import MessageLog, split_lines
+from .types import Message
+
+__all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
+
+_TAIL = 1 << 16
+_APPEND_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def encode_header(header: dict[str, Any]) -> bytes:
+    """`metadata.json` bytes: sorted keys, two-space indent, final newline (one line per value)."""
+    return orjson.dumps(header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
+
+
+def read_header(directory: Path, session_id: str) -> dict[str, Any]:
+    """Parse `metadata.json`; raise `KodaFilesError` naming the file if it is missing or not an object."""
+    path = directory / METADATA
+    try:
+        raw = read_file(path)
+    except OSError as exc:
+        raise KodaFilesError(f"session {session_id!r}: cannot read {path}: {exc.strerror}") from exc
+    if raw is None:
+        raise KodaFilesError(f"session {session_id!r}: {path} is missing")
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise KodaFilesError(f"session {session_id!r}: {path} does not parse: {exc}") from None
+    if not isinstance(header, dict):
+        raise KodaFilesError(f"session {session_id!r}: {path} is not a JSON object")
+    meta = header.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise KodaFilesError(f"session {session_id!r}: {path}: 'metadata' is not an object")
+    return header
+
+
+def last_id_in(fd: int, size: int, session_id: str) -> tuple[int, bool]:
+    """(largest id among the last lines, whether the file ends with a newline), reading backwards."""
+    if size == 0:
+        return 0, True
+    ends_clean = os.pread(fd, 1, size - 1) == b"\n"
+    start = size
+    while start > 0:
+        start = max(0, start - _TAIL)
+        chunk = os.pread(fd, size - start, start)
+        lines = chunk.split(b"\n")
+        if start > 0:
+            lines = lines[1:]  # the first piece may be the end of a longer line
+        best = 0
+        for line in lines:
+            with contextlib.suppress(LineError):
+                best = max(best, decode_line(line.strip(), session_id).id)
+        if best or start == 0:
+            return best, ends_clean
+    return 0, ends_clean
+
+
+class SessionDir:
+    """A store's handle on `<root>/sessions/<id>/`."""
+
+    def __init__(self, session_id: str, path: Path, durable: bool) -> None:
+        self.id = session_id
+        self.path = path
+        self.durable = durable
+        self.messages_path = path / MESSAGES
+        self.header_path = path / METADATA
+        self.todo_path = path / TODO
+        self.mutex = FileMutex(path / LOCK_NAME)
+        self.log = MessageLog(session_id, self.messages_path)
+        self.users = 0
+        self._fd = -1
+        self._fd_key = (-1, -1)
+        # (inode, size) of the file after our last append, with the largest id then.
+        self._known: tuple[int, int] = (-1, -1)
+        self._last_id = 0
+
+    # ── existence ──
+
+    def is_dir(self) -> bool:
+        """True when the session directory exists and is a real directory (not a symlink)."""
+        try:
+            return stat.S_ISDIR(os.stat(self.path, follow_symlinks=False).st_mode)
+        except FileNotFoundError:
+            return False
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the session lock; `SessionNotFoundError` if the directory is not (or no longer) there."""
+        if not self.is_dir():
+            raise SessionNotFoundError(self.id)
+        try:
+            self.mutex.acquire()
+        except FileNotFoundError:
+            raise SessionNotFoundError(self.id, "deleted while waiting for its lock") from None
+        try:
+            yield
+        finally:
+            self.mutex.release()
+
+    # ── the log ──
+
+    def refresh(self) -> MessageLog:
+        """The log cache, up to date; an absent session reads as empty."""
+        if not self.is_dir():
+            if self.log.exists or self.log.messages:
+                self.log = MessageLog(self.id, self.messages_path)
+            return self.log
+        self.log.refresh(self._tail_is_torn)
+        return self.log
+
+    def _tail_is_torn(self) -> bool:
+        # With no writer holding the lock, nobody is in the middle of writing that tail.
+        return self.mutex.is_free()
+
+    def append(
+        self, encode: Callable[[int], tuple[bytes, Message]], at_least: Callable[[int], int]
+    ) -> Message:
+        """Append one record under the held lock; `encode(id)` builds it, `at_least(n)` picks its id.
+
+        A record is one `write` of whole lines; a file left without a final newline (a torn
+        write) gets one first, so the new line is never glued to the damage. On error the file is
+        cut back to its old size: nothing partial stays visible.
+        """
+        fd, st = self._append_fd()
+        size = st.st_size
+        if (st.st_ino, size) == self._known:
+            last_id, ends_clean = self._last_id, True
+        else:
+            last_id, ends_clean = last_id_in(fd, size, self.id)
+        msg_id = at_least(last_id + 1)
+        line, message = encode(msg_id)
+        data = line if ends_clean else b"\n" + line
+        try:
+            write_all(fd, data)
+            if self.durable:
+                sync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                truncate(fd, size)
+            self._known = (-1, -1)
+            raise
+        after = os.fstat(fd)
+        self._known = (after.st_ino, after.st_size)
+        self._last_id = max(last_id, msg_id)
+        self.log.note_append(message, size, data, after)
+        return message
+
+    def _append_fd(self) -> tuple[int, os.stat_result]:
+        try:
+            on_disk = os.stat(self.messages_path, follow_symlinks=False)
+            key = (on_disk.st_ino, on_disk.st_dev)
+        except FileNotFoundError:
+            key = (-1, -1)
+        if key != self._fd_key or self._fd < 0:
+            self.close_append()
+            fd = os.open(self.messages_path, _APPEND_FLAGS | os.O_CREAT, 0o600)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file")
+            self._fd, self._fd_key = fd, (st.st_ino, st.st_dev)
+            return fd, st
+        return self._fd, os.fstat(self._fd)
+
+    def forget_appends(self) -> None:
+        """Call after replacing the log: the next append re-reads the file's end."""
+        self._known = (-1, -1)
+        self.close_append()
+
+    def close_append(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd, self._fd_key = -1, (-1, -1)
+
+    def close(self) -> None:
+        self.close_append()
+        self.mutex.close()
+
+    # ── header, metadata and todo ──
+
+    def header(self) -> dict[str, Any]:
+        return read_header(self.path, self.id)
+
+    def write_header(self, header: dict[str, Any]) -> None:
+        atomic_write(self.header_path, [encode_header(header)])
+
+    def read_todo(self) -> str | None:
+        raw = read_file(self.todo_path)
+        return None if raw is None else raw.decode("utf-8", errors="replace")
+
+    def write_todo(self, content: str) -> None:
+        atomic_write(self.todo_path, [content.encode("utf-8")])
+
+    def iter_lines(self) -> Iterator[tuple[int, bytes]]:
+        """Stream the log's lines as (line number, bytes without newline), one chunk at a time.
+
+        A final line without a newline is yielded too: a rewrite must keep it.
+        """
+        try:
+            fd = open_read(self.messages_path)
+        except FileNotFoundError:
+            return
+        try:
+            pending = b""
+            line_no = 1
+            pos = 0
+            while chunk := os.pread(fd, 1 << 20, pos):
+                pos += len(chunk)
+                data = pending + chunk
+                end = data.rfind(b"\n") + 1
+                pending = data[end:]
+                yield from split_lines(data[:end], line_no, line_no == 1)
+                line_no += data.count(b"\n", 0, end)
+            if pending:
+                yield line_no, pending
+        finally:
+            os.close(fd)

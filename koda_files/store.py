@@ -1,0 +1,433 @@
+"""`FileStore`: the Persistence contract over a directory of plain files.
+
+Layout: `<root>/koda-files.json` (layout version), `<root>/.ids` (id counter) and
+`<root>/sessions/<id>/` with `messages.jsonl`, `metadata.json` and `todo.md`. Writes to one
+session are serialised by that session's lock; reads take no lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .codec import check_text, check_usage, encode_record
+from .errors import KodaFilesError
+from .fileops import atomic_write, fsync_dir, make_dir, read_file, remove_tree, rename
+from .ids import IdAllocator
+from .layout import (
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    METADATA,
+    SESSIONS,
+    default_root,
+    new_session_id,
+    utc_now,
+    validate_session_id,
+)
+from .protocol import RoleLike, StrPath
+from .rewrite import compact_lines, purge_lines
+from .sanitize import has_tool_calls, sanitize
+from .scan import ScanCache, largest_id, session_summary, user_messages
+from .session import SessionDir, encode_header, read_header
+from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .usage import sum_usage, usage_by_agent
+
+__all__ = ["FileStore"]
+
+log = logging.getLogger("koda_files")
+
+_DURABILITY = ("flush", "fsync")
+_TODO_KEY = "todo"
+_MAX_HANDLES = 64
+
+
+class FileStore:
+    """Sessions as directories of plain files under `root`.
+
+    `root` defaults to `$KODA_FILES_DIR`, else the platform user data dir for "koda".
+    `durability="flush"` hands every write to the OS before returning (survives a killed
+    process); `"fsync"` also forces it to disk (survives power loss). Rewrites are atomic in both.
+    """
+
+    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be 'flush' or 'fsync', not {durability!r}")
+        self.root = Path(os.path.abspath(root if root is not None else default_root()))
+        self.durability = durability
+        self._sessions_dir = self.root / SESSIONS
+        self._handles: OrderedDict[str, SessionDir] = OrderedDict()
+        self._handles_lock = threading.Lock()
+        self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
+        self._scan = ScanCache()
+        self._root_ready = False
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
+
+    def close(self) -> None:
+        """Close cached descriptors; the store stays usable and reopens them on demand."""
+        with self._handles_lock:
+            for handle in self._handles.values():
+                handle.close()
+            self._handles.clear()
+
+    # ── plumbing ──
+
+    @contextmanager
+    def _session(self, session_id: str) -> Iterator[SessionDir]:
+        validate_session_id(session_id)
+        with self._handles_lock:
+            handle = self._handles.get(session_id)
+            if handle is None:
+                handle = SessionDir(session_id, self._sessions_dir / session_id, self.durability == "fsync")
+                self._handles[session_id] = handle
+                self._evict()
+            else:
+                self._handles.move_to_end(session_id)
+            handle.users += 1
+        try:
+            yield handle
+        finally:
+            with self._handles_lock:
+                handle.users -= 1
+
+    def _evict(self) -> None:
+        # Keep descriptors and parsed logs for the sessions used last; others are closed.
+        for key in list(self._handles)[: max(0, len(self._handles) - _MAX_HANDLES)]:
+            if self._handles[key].users == 0:
+                self._handles.pop(key).close()
+
+    def _ensure_root(self) -> None:
+        """Create the root, `sessions/` and the layout marker on first write; check the version."""
+        if self._root_ready:
+            return
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        marker = self.root / LAYOUT_FILE
+        raw = read_file(marker)
+        if raw is None:
+            atomic_write(marker, [encode_header({"format": "koda-files", "layout": LAYOUT_VERSION})])
+        else:
+            self._check_layout(marker, raw)
+        make_dir(self._sessions_dir)
+        self._root_ready = True
+
+    @staticmethod
+    def _check_layout(marker: Path, raw: bytes) -> None:
+        try:
+            version = orjson.loads(raw).get("layout")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise KodaFilesError(f"{marker} does not parse; expected a koda-files layout marker") from None
+        if not isinstance(version, int) or version > LAYOUT_VERSION:
+            raise KodaFilesError(
+                f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"
+            )
+
+    def _session_ids(self) -> list[str]:
+        """Ids of the session directories under the root (dot-entries and symlinks left out)."""
+        try:
+            entries = list(os.scandir(self._sessions_dir))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                log.warning("%s: not a session directory, ignored", entry.path)
+                continue
+            ids.append(entry.name)
+        return ids
+
+    def _largest_id(self) -> int:
+        return max((largest_id(self._sessions_dir / sid) for sid in self._session_ids()), default=0)
+
+    # ── sessions ──
+
+    def create_session(self, agent_name: str, project_root: StrPath) -> str:
+        """Create a session directory atomically (it appears whole or not at all); returns its id."""
+        check_text("agent_name", agent_name, optional=False)
+        root_text = os.path.abspath(os.fspath(project_root))
+        check_text("project_root", root_text, optional=False)
+        self._ensure_root()
+        session_id = new_session_id()
+        header = {
+            "agent_name": agent_name,
+            "created_at": utc_now(),
+            "id": session_id,
+            "metadata": {},
+            "project_root": root_text,
+        }
+        staging = self._sessions_dir / f".new-{session_id}"
+        make_dir(staging)
+        try:
+            atomic_write(staging / METADATA, [encode_header(header)])
+            atomic_write(staging / "messages.jsonl", [b""])
+            rename(staging, self._sessions_dir / session_id)
+        except BaseException:
+            if staging.exists():
+                remove_tree(staging)
+            raise
+        fsync_dir(self._sessions_dir)
+        return session_id
+
+    def list_sessions(self, limit: int, project_root: StrPath) -> list[SessionInfo]:
+        """Sessions of `project_root` and sessions without one, newest first, at most `limit`."""
+        _check_limit(limit)
+        wanted = os.path.abspath(os.fspath(project_root))
+        rows: list[tuple[str, str, dict[str, Any]]] = []
+        for sid in self._session_ids():
+            try:
+                header = read_header(self._sessions_dir / sid, sid)
+            except KodaFilesError as exc:
+                log.warning("%s; session skipped", exc)
+                continue
+            root = header.get("project_root")
+            if root is not None and root != wanted:
+                continue
+            rows.append((str(header.get("created_at") or ""), sid, header))
+        out = []
+        for created, sid, header in heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])):
+            count, tokens = session_summary(self._scan, self._sessions_dir / sid, sid)
+            out.append(
+                SessionInfo(
+                    sid,
+                    str(header.get("agent_name") or ""),
+                    created,
+                    count,
+                    tokens,
+                    header.get("project_root"),
+                )
+            )
+        return out
+
+    def delete_session(self, session_id: str) -> bool:
+        """Remove the session directory and all in it; False if there was none. Never follows links."""
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                return False
+            with s.locked():
+                # Rename first: the session vanishes in one step, and a crash during the
+                # removal leaves only a dot-directory behind.
+                graveyard = self._sessions_dir / f".deleted-{session_id}-{os.urandom(4).hex()}"
+                rename(s.path, graveyard)
+                s.close_append()
+            s.mutex.close()
+            fsync_dir(self._sessions_dir)
+            remove_tree(graveyard)
+            return True
+
+    # ── messages ──
+
+    def insert_message(
+        self,
+        session_id: str,
+        role: RoleLike,
+        content: str | None = None,
+        tool_calls: str | None = None,
+        tool_call_id: str | None = None,
+        usage: TokenUsage | None = None,
+    ) -> int:
+        """Append a message for the main agent; returns its id."""
+        return self.insert_message_with_agent(
+            session_id, role, content, tool_calls, tool_call_id, usage, None
+        )
+
+    def insert_message_with_agent(
+        self,
+        session_id: str,
+        role: RoleLike,
+        content: str | None,
+        tool_calls: str | None,
+        tool_call_id: str | None,
+        usage: TokenUsage | None,
+        agent_name: str | None,
+    ) -> int:
+        """Append a message; raises `SessionNotFoundError` (creating nothing) if the session is absent."""
+        validate_session_id(session_id)
+        r = Role.parse(role)
+        check_text("content", content)
+        check_text("tool_calls", tool_calls)
+        check_text("tool_call_id", tool_call_id)
+        check_text("agent_name", agent_name)
+        check_usage(usage)
+        created_at = utc_now()
+        u = usage
+
+        def encode(msg_id: int) -> tuple[bytes, Message]:
+            line = encode_record(msg_id, r, content, tool_calls, tool_call_id, u, agent_name, created_at)
+            message = Message(
+                msg_id, session_id, r, content, tool_calls, tool_call_id,
+                u.prompt_tokens if u else None, u.completion_tokens if u else None,
+                u.cache_read_tokens if u else None, u.cache_creation_tokens if u else None,
+                u.thinking_tokens if u else None, agent_name, created_at,
+            )  # fmt: skip
+            return line, message
+
+        with self._session(session_id) as s, s.locked():
+            return s.append(encode, self._ids.take).id
+
+    def _messages(self, session_id: str) -> list[Message]:
+        with self._session(session_id) as s:
+            return s.refresh().messages
+
+    def _active(self, session_id: str) -> list[Message]:
+        return [m for m in self._messages(session_id) if m.compacted_at is None]
+
+    def load_context(self, session_id: str) -> list[Message]:
+        """Active (not archived) messages in conversation order, sanitised for the model."""
+        return sanitize(self._active(session_id))
+
+    def load_all_messages(self, session_id: str) -> list[Message]:
+        """Every message, archived ones included, in conversation order, unsanitised."""
+        return list(self._messages(session_id))
+
+    def recent_user_messages(self, limit: int) -> list[str]:
+        """Non-empty user messages across all sessions, newest first, at most `limit`."""
+        _check_limit(limit)
+        return user_messages(self._sessions_dir, self._session_ids(), limit)
+
+    def _last_content(self, session_id: str, role: Role) -> str:
+        for m in reversed(self._messages(session_id)):
+            if m.role is role and m.content is not None:
+                return m.content
+        return ""
+
+    def last_assistant_message(self, session_id: str) -> str:
+        """Content of the last assistant message with content; "" if none."""
+        return self._last_content(session_id, Role.ASSISTANT)
+
+    def last_user_message(self, session_id: str) -> str:
+        """Content of the last user message with content; "" if none."""
+        return self._last_content(session_id, Role.USER)
+
+    def has_pending_tool_calls(self, session_id: str) -> bool:
+        """True when the last active message is an assistant message with tool calls."""
+        for m in reversed(self._messages(session_id)):
+            if m.compacted_at is None:
+                return m.role is Role.ASSISTANT and has_tool_calls(m)
+        return False
+
+    # ── usage ──
+
+    def session_token_usage(self, session_id: str) -> SessionUsage:
+        """Totals over messages (archived included) with prompt or completion tokens."""
+        return sum_usage(self._messages(session_id))
+
+    def session_usage_by_agent(self, session_id: str) -> list[tuple[str, SessionUsage]]:
+        """Usage per agent ("main" for none), largest prompt + completion first, ties by name."""
+        return usage_by_agent(self._messages(session_id))
+
+    # ── compaction and purge ──
+
+    def compact_session(self, session_id: str, summary: str, preserve_count: int) -> int:
+        """Archive all active messages but the last `preserve_count`; summary and hint go before them.
+
+        Returns how many were archived; 0 (and the file untouched) when there is nothing to archive.
+        """
+        check_text("summary", summary, optional=False)
+        if type(preserve_count) is not int:
+            raise TypeError(f"preserve_count must be an int, not {type(preserve_count).__name__}")
+        if preserve_count < 0:
+            raise ValueError(f"preserve_count must be >= 0, got {preserve_count}")
+        validate_session_id(session_id)
+        with self._session(session_id) as s, s.locked():
+            archived = compact_lines(s, summary, preserve_count, self._ids.take)
+            if archived:
+                s.forget_appends()
+            return archived
+
+    def compacted_stats(self) -> CompactedStats:
+        """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`."""
+        count = sessions = size = 0
+        oldest: str | None = None
+        for sid in self._session_ids():
+            with self._session(sid) as s:
+                archived = [m for m in s.refresh().messages if m.compacted_at is not None]
+            if not archived:
+                continue
+            sessions += 1
+            count += len(archived)
+            for m in archived:
+                size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
+                if oldest is None or (m.compacted_at or "") < oldest:
+                    oldest = m.compacted_at
+        return CompactedStats(count, sessions, size, oldest)
+
+    def purge_compacted(self, min_age_days: int) -> int:
+        """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
+        if type(min_age_days) is not int:
+            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
+        if min_age_days < 0:
+            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
+        removed = 0
+        for sid in self._session_ids():
+            with self._session(sid) as s:
+                if not any(m.compacted_at is not None for m in s.refresh().messages):
+                    continue
+                try:
+                    with s.locked():
+                        n = purge_lines(s, min_age_days)
+                except KodaFilesError as exc:
+                    log.warning("%s; session skipped by purge", exc)
+                    continue
+                if n:
+                    s.forget_appends()
+                removed += n
+        return removed
+
+    # ── metadata and todo ──
+
+    def get_metadata(self, session_id: str, key: str) -> str | None:
+        """The value stored under `key`, or None; the key "todo" reads `todo.md`."""
+        check_text("key", key, optional=False)
+        if key == _TODO_KEY:
+            return self.get_todo(session_id)
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                return None
+            value = s.header().get("metadata", {}).get(key)
+        return value if isinstance(value, str) else None
+
+    def set_metadata(self, session_id: str, key: str, value: str) -> None:
+        """Insert or replace `key`; the key "todo" writes `todo.md`. Atomic."""
+        check_text("key", key, optional=False)
+        check_text("value", value, optional=False)
+        if key == _TODO_KEY:
+            self.set_todo(session_id, value)
+            return
+        with self._session(session_id) as s, s.locked():
+            header = s.header()
+            meta = header.setdefault("metadata", {})
+            if meta.get(key) == value:
+                return
+            meta[key] = value
+            s.write_header(header)
+
+    def get_todo(self, session_id: str) -> str | None:
+        """The text of `todo.md` as it is now (edited by hand or not); None if there is none."""
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                return None
+            return s.read_todo()
+
+    def set_todo(self, session_id: str, content: str) -> None:
+        """Replace `todo.md` with `content`, byte for byte. Atomic."""
+        check_text("content", content, optional=False)
+        with self._session(session_id) as s, s.locked():
+            s.write_todo(content)
+
+
+def _check_limit(limit: int) -> None:
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

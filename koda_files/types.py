@@ -1,0 +1,107 @@
+"""The value types of the Persistence contract, field for field as in koda's trait."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "CompactedStats",
+    "Message",
+    "Role",
+    "SessionInfo",
+    "SessionUsage",
+    "TokenUsage",
+]
+
+
+class Role(str, enum.Enum):
+    """Who wrote a message. Every method that takes a role also takes its string value."""
+
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, value: object) -> Role:
+        """Return the member for a `Role` or its string value; anything else is a `ValueError`."""
+        if isinstance(value, Role):
+            return value
+        if isinstance(value, str):
+            member = _BY_VALUE.get(value)
+            if member is not None:
+                return member
+        raise ValueError(f"unknown role: {value!r} (expected one of system, user, assistant, tool)")
+
+
+_BY_VALUE: dict[str, Role] = {r.value: r for r in Role}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One stored message; `id` is unique across the store. `created_at` and later fields are extras."""
+
+    id: int
+    session_id: str
+    role: Role
+    content: str | None
+    tool_calls: str | None
+    tool_call_id: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cache_read_tokens: int | None
+    cache_creation_tokens: int | None
+    thinking_tokens: int | None
+    agent_name: str | None = None
+    created_at: str | None = None
+    compacted_at: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts of one model call, the input of `insert_message(usage=...)`."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    thinking_tokens: int = 0
+    stop_reason: str = ""
+
+
+@dataclass(frozen=True)
+class SessionUsage:
+    """Token totals over the messages of a session that carry usage; `api_calls` counts those."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_creation_tokens: int = 0
+    thinking_tokens: int = 0
+    api_calls: int = 0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One row of `list_sessions`; counts include archived messages."""
+
+    id: str
+    agent_name: str
+    created_at: str
+    message_count: int
+    total_tokens: int
+    project_root: str | None = None
+
+
+@dataclass(frozen=True)
+class CompactedStats:
+    """Archived messages over the whole store; `oldest` is the earliest `compacted_at`."""
+
+    message_count: int = 0
+    session_count: int = 0
+    size_bytes: int = 0
+    oldest: str | None = None

@@ -20,8 +20,10 @@ __all__ = [
     "check_int",
     "check_text",
     "decode_line",
+    "encode_new",
     "encode_record",
     "mark_archived",
+    "with_id",
 ]
 
 INT64_MIN = -(2**63)
@@ -103,6 +105,42 @@ def check_usage(usage: object) -> TokenUsage | None:
     for field in _TOKEN_FIELDS:
         check_int(f"usage.{field}", getattr(usage, field))
     return usage
+
+
+_ID_PLACEHOLDER = b'{"id":0,'
+
+
+def encode_new(
+    role: Role,
+    content: str | None,
+    tool_calls: str | None,
+    tool_call_id: str | None,
+    usage: TokenUsage | None,
+    agent_name: str | None,
+    created_at: str,
+) -> bytes:
+    """Validate and encode a message before its id is known; `with_id` sets the id later.
+
+    Encoding outside the session lock keeps the lock short; every check happens here, so a
+    bad value raises before anything is locked or written.
+    """
+    texts = (("content", content), ("tool_calls", tool_calls), ("tool_call_id", tool_call_id))
+    for name, value in (*texts, ("agent_name", agent_name)):
+        if value is not None and type(value) is not str:
+            check_text(name, value)  # raises TypeError naming the argument (or accepts a str subclass)
+    check_usage(usage)
+    try:
+        return encode_record(0, role, content, tool_calls, tool_call_id, usage, agent_name, created_at)
+    except orjson.JSONEncodeError:
+        # orjson refuses lone surrogates; say which argument had one.
+        for name, value in (*texts, ("agent_name", agent_name)):
+            check_text(name, value)
+        raise
+
+
+def with_id(line: bytes, msg_id: int) -> bytes:
+    """Put the real id into a line made by `encode_new` (its first field is the id)."""
+    return b'{"id":%d,' % msg_id + line[len(_ID_PLACEHOLDER) :]
 
 
 def decode_line(line: bytes, session_id: str) -> Message:

@@ -55,9 +55,18 @@ def default_root() -> Path:
     return Path(platformdirs.user_data_dir("koda"))
 
 
+_stamp: tuple[int, str] = (-1, "")
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with microseconds, e.g. `2026-11-27T11:09:22.123456Z`."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    global _stamp
+    second, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    cached_second, prefix = _stamp  # one tuple, so threads never mix a second with another's prefix
+    if second != cached_second:  # formatting the date costs more than the rest of an insert
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _stamp = (second, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def parse_time(text: str) -> datetime | None:

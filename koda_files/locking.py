@@ -13,7 +13,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import filelock
@@ -32,9 +32,12 @@ _live: weakref.WeakSet[FileMutex] = weakref.WeakSet()
 class FileMutex:
     """An exclusive lock named by a path; the file is created (0600) on first use."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, before_open: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._path_str = str(path)
+        self._before_open = before_open
         self._fd = -1
+        self._key = (-1, -1)
         self._thread_lock = threading.Lock()
         _live.add(self)
 
@@ -44,9 +47,13 @@ class FileMutex:
         return self._fd
 
     def _open(self) -> int:
+        if self._before_open is not None:
+            self._before_open()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
         with contextlib.suppress(OSError):
             os.fchmod(fd, 0o600)
+        held = os.fstat(fd)
+        self._key = (held.st_ino, held.st_dev)
         return fd
 
     def _close(self) -> None:
@@ -66,13 +73,12 @@ class FileMutex:
                 # The file may have been deleted or replaced (its directory removed and made
                 # again) while we waited: then we hold a lock nobody else can see. Start over.
                 try:
-                    on_disk = os.stat(self.path, follow_symlinks=False)
+                    on_disk = os.stat(self._path_str, follow_symlinks=False)
                 except FileNotFoundError:
                     filelock.unlock_descriptor(self._fd)
                     self._close()
                     raise
-                held = os.fstat(self._fd)
-                if (on_disk.st_ino, on_disk.st_dev) == (held.st_ino, held.st_dev):
+                if (on_disk.st_ino, on_disk.st_dev) == self._key:
                     return
                 filelock.unlock_descriptor(self._fd)
                 self._close()

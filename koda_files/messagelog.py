@@ -9,9 +9,10 @@ lines and rewrites are renames, so a reader sees complete lines of one version o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +20,16 @@ from .codec import LineError, decode_line
 from .fileops import open_read
 from .types import Message
 
-__all__ = ["BadLine", "MessageLog", "split_lines"]
+__all__ = ["BadLine", "MessageLog", "read_backwards", "split_lines"]
 
 log = logging.getLogger("koda_files")
 
 _BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
+_BACK_CHUNK = 1 << 16
+# mtime of the file after our own append, not asked for (a stat per insert costs more than it saves).
+_OWN_APPEND = -2
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,41 @@ def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tu
         data = data[len(_BOM) :]
     lines = data.split(b"\n")
     lines.pop()  # the empty piece after the final newline
-    return [(first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)]
+    return [
+        (first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)
+    ]
+
+
+def read_backwards(path: Path, session_id: str) -> Generator[Message, None, None]:
+    """The complete messages of a file, last first, reading only as far back as the caller goes."""
+    try:
+        fd = open_read(path)
+    except FileNotFoundError:
+        return
+    try:
+        end = os.fstat(fd).st_size
+        # An unterminated tail is a write in progress or crash damage, never a message.
+        while end > 0 and os.pread(fd, 1, end - 1) != b"\n":
+            chunk_start = max(0, end - _BACK_CHUNK)
+            cut = os.pread(fd, end - chunk_start, chunk_start).rfind(b"\n")
+            end = chunk_start + cut + 1 if cut >= 0 else chunk_start
+        carry = b""
+        pos = end
+        while pos > 0:
+            start = max(0, pos - _BACK_CHUNK)
+            data = os.pread(fd, pos - start, start) + carry
+            pos = start
+            pieces = data.split(b"\n")
+            carry = pieces[0] if pos > 0 else b""
+            for piece in reversed(pieces[1:] if pos > 0 else pieces):
+                line = piece.rstrip(b"\r")
+                if pos == 0 and piece is pieces[0] and line.startswith(_BOM):
+                    line = line[len(_BOM) :]
+                if line.strip():
+                    with contextlib.suppress(LineError):
+                        yield decode_line(line, session_id)
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -53,6 +91,7 @@ class MessageLog:
     session_id: str
     path: Path
     messages: list[Message] = field(default_factory=list)
+    active: list[Message] = field(default_factory=list)  # those without `compacted_at`
     bad: list[BadLine] = field(default_factory=list)
     # Identity and extent of what `messages` reflects.
     ino: int = -1
@@ -64,7 +103,25 @@ class MessageLog:
     exists: bool = False
     # Bumped whenever `messages` changes other than by appending, so derived caches can tell.
     generation: int = 0
+    _own: list[tuple[int, bytes]] = field(default_factory=list)  # our appends, decoded on next read
     _reported_tail: tuple[int, int, int] = (-1, -1, -1)
+
+    def is_current(self) -> bool:
+        """True when the cache matches the file without reading it (one stat)."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except FileNotFoundError:
+            return not self.exists
+        return self._matches(st)
+
+    def _matches(self, st: os.stat_result) -> bool:
+        return (
+            self.exists
+            and st.st_ino == self.ino
+            and st.st_dev == self.dev
+            and st.st_size == self.offset
+            and (st.st_mtime_ns == self.mtime_ns or self.mtime_ns == _OWN_APPEND)
+        )
 
     def refresh(self, tail_is_torn: Callable[[], bool] | None = None) -> None:
         """Bring `messages` up to date with the file; a missing file reads as no messages."""
@@ -74,17 +131,22 @@ class MessageLog:
             if self.exists or self.messages:
                 self._reset()
             return
-        if st.st_ino == self.ino and st.st_dev == self.dev and self.exists:
-            if st.st_size == self.offset and st.st_mtime_ns == self.mtime_ns:
-                return
-            if st.st_size > self.offset and self._read_from(self.offset, st, tail_is_torn):
+        if self._matches(st):
+            self.mtime_ns = st.st_mtime_ns
+            self._decode_own()
+            return
+        if st.st_ino == self.ino and st.st_dev == self.dev and self.exists and st.st_size > self.offset:
+            self._decode_own()
+            if self._read_from(self.offset, st, tail_is_torn):
                 return
         self._reset()
         self._read_from(0, st, tail_is_torn)
 
     def _reset(self) -> None:
         self.messages = []
+        self.active = []
         self.bad = []
+        self._own = []
         self.ino = self.dev = -1
         self.offset = 0
         self.mtime_ns = -1
@@ -126,10 +188,19 @@ class MessageLog:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
             return
         try:
-            self.messages.append(decode_line(line, self.session_id))
+            message = decode_line(line, self.session_id)
         except LineError as exc:
             self.bad.append(BadLine(line_no, str(exc), line))
             log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
+            return
+        self.messages.append(message)
+        if message.compacted_at is None:
+            self.active.append(message)
+
+    def _decode_own(self) -> None:
+        own, self._own = self._own, []
+        for line_no, line in own:
+            self._take(line_no, line)
 
     def _report_tail(self, tail: bytes, tail_is_torn: Callable[[], bool] | None) -> None:
         # An unterminated tail is either a write in progress or what a crash left: report it
@@ -146,15 +217,18 @@ class MessageLog:
             len(tail),
         )
 
-    def note_append(self, message: Message, start: int, data: bytes, st: os.stat_result) -> None:
-        """Record a line this process just appended at `start`, if the cache was current there."""
-        if not self.exists or start != self.offset or (st.st_ino, st.st_dev) != (self.ino, self.dev):
+    def note_append(self, line: bytes, start: int, ino: int) -> None:
+        """Record a line this process just appended at `start`, if the cache was current there.
+
+        The line is decoded on the next read, so an insert pays nothing for the cache.
+        """
+        if not self.exists or start != self.offset or ino != self.ino:
             return
-        self.messages.append(message)
-        self.line_count += data.count(b"\n")
-        self.offset = start + len(data)
-        self.guard = (self.guard + data)[-_GUARD:]
-        self.mtime_ns = st.st_mtime_ns
+        self.line_count += 1
+        self._own.append((self.line_count, line[:-1]))
+        self.offset = start + len(line)
+        self.guard = (self.guard + line)[-_GUARD:]
+        self.mtime_ns = _OWN_APPEND
 
 
 def _read_to_end(fd: int, start: int) -> bytes:

@@ -1,7 +1,17 @@
-"""What `load_context` hands the model: koda's sanitising passes over the active messages."""
+"""What `load_context` hands the model: koda's sanitising passes over the active messages.
+
+koda's passes, in order:
+1. drop every message referring to a tool-call id seen on one side only (a call nobody
+   answered, or a result for a call nobody made);
+2. drop assistant messages with neither non-blank content nor tool calls;
+3. drop assistant messages without tool calls whose content is whitespace only.
+`ContextCache` applies them incrementally: a new message can only change the verdict on
+messages that share one of its tool-call ids, so an append re-judges the recent few, not all.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -9,7 +19,7 @@ import orjson
 
 from .types import Message, Role
 
-__all__ = ["call_ids", "has_tool_calls", "sanitize"]
+__all__ = ["ContextCache", "call_ids", "has_tool_calls", "sanitize"]
 
 
 @lru_cache(maxsize=4096)
@@ -32,33 +42,68 @@ def has_tool_calls(message: Message) -> bool:
     return tc is not None and tc.strip() not in ("", "[]", "null")
 
 
-def sanitize(messages: Sequence[Message]) -> list[Message]:
-    """Apply koda's passes in order; the input order is kept.
+def _refs(m: Message) -> tuple[str, ...]:
+    if m.role is Role.ASSISTANT:
+        return call_ids(m.tool_calls) if m.tool_calls else ()
+    if m.role is Role.TOOL and m.tool_call_id is not None:
+        return (m.tool_call_id,)
+    return ()
 
-    1. Drop every message referring to a tool-call id seen on one side only (a call nobody
-       answered, or a result for a call nobody made).
-    2. Drop assistant messages with neither non-blank content nor tool calls.
-    3. Drop assistant messages without tool calls whose content is whitespace only.
-    """
-    called: set[str] = set()
-    answered: set[str] = set()
-    for m in messages:
-        if m.role is Role.ASSISTANT and m.tool_calls:
-            called.update(call_ids(m.tool_calls))
-        elif m.role is Role.TOOL and m.tool_call_id is not None:
-            answered.add(m.tool_call_id)
-    one_sided = called ^ answered
-    out: list[Message] = []
-    for m in messages:
+
+class ContextCache:
+    """The sanitised context of a growing list of active messages, updated in place."""
+
+    def __init__(self) -> None:
+        self._reset(-1)
+
+    def _reset(self, generation: int) -> None:
+        self._generation = generation
+        self._seen = 0
+        self._called: set[str] = set()
+        self._answered: set[str] = set()
+        self._refs: dict[str, list[int]] = {}  # call id -> indices of the messages naming it
+        self._out: list[Message] = []
+        self._out_index: list[int] = []  # index in the active list of each message in _out
+
+    def update(self, active: Sequence[Message], generation: int) -> list[Message]:
+        """The sanitised context of `active` (a new list); `generation` changes when it was rewritten."""
+        if generation != self._generation or len(active) < self._seen:
+            self._reset(generation)
+        if len(active) == self._seen:
+            return list(self._out)
+        earliest = self._seen
+        for index in range(self._seen, len(active)):
+            m = active[index]
+            for call in _refs(m):
+                (self._called if m.role is Role.ASSISTANT else self._answered).add(call)
+                indices = self._refs.setdefault(call, [])
+                if indices and indices[0] < earliest:
+                    earliest = indices[0]  # an older message naming this id may change verdict
+                indices.append(index)
+        self._seen = len(active)
+        cut = bisect_left(self._out_index, earliest)
+        del self._out[cut:]
+        del self._out_index[cut:]
+        for index in range(earliest, len(active)):
+            m = active[index]
+            if self._keep(m):
+                self._out.append(m)
+                self._out_index.append(index)
+        return list(self._out)
+
+    def _one_sided(self, call: str) -> bool:
+        return (call in self._called) != (call in self._answered)
+
+    def _keep(self, m: Message) -> bool:
         if m.role is Role.ASSISTANT:
-            calls = has_tool_calls(m)
-            if calls and one_sided and any(i in one_sided for i in call_ids(m.tool_calls)):
-                continue
-            blank = m.content is None or not m.content.strip()
-            # Passes 2 and 3 both reduce to: no tool calls and blank content.
-            if not calls and blank:
-                continue
-        elif m.role is Role.TOOL and m.tool_call_id is not None and m.tool_call_id in one_sided:
-            continue
-        out.append(m)
-    return out
+            if has_tool_calls(m):
+                return not any(self._one_sided(c) for c in call_ids(m.tool_calls))
+            return m.content is not None and bool(m.content.strip())  # passes 2 and 3
+        if m.role is Role.TOOL and m.tool_call_id is not None:
+            return not self._one_sided(m.tool_call_id)
+        return True
+
+
+def sanitize(messages: Sequence[Message]) -> list[Message]:
+    """Apply koda's passes to `messages` in one go; the order is kept."""
+    return ContextCache().update(messages, 0)

@@ -10,18 +10,19 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .codec import LineError, decode_line
+from .codec import LineError, decode_line, with_id
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import atomic_write, open_read, read_file, sync, truncate, write_all
 from .layout import LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
-from .messagelog import MessageLog, split_lines
+from .messagelog import MessageLog, read_backwards, split_lines
+from .sanitize import ContextCache
 from .types import Message
 
 __all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
@@ -85,10 +86,12 @@ class SessionDir:
         self.path = path
         self.durable = durable
         self.messages_path = path / MESSAGES
+        self._messages_str = str(self.messages_path)
         self.header_path = path / METADATA
         self.todo_path = path / TODO
-        self.mutex = FileMutex(path / LOCK_NAME)
+        self.mutex = FileMutex(path / LOCK_NAME, self._check_dir)
         self.log = MessageLog(session_id, self.messages_path)
+        self.context = ContextCache()
         self.users = 0
         self._fd = -1
         self._fd_key = (-1, -1)
@@ -105,15 +108,22 @@ class SessionDir:
         except FileNotFoundError:
             return False
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the session lock; `SessionNotFoundError` if the directory is not (or no longer) there."""
+    def _check_dir(self) -> None:
+        # Runs before the lock file is (re)opened: never create it through a planted symlink.
         if not self.is_dir():
             raise SessionNotFoundError(self.id)
+
+    def lock(self) -> None:
+        """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there."""
         try:
             self.mutex.acquire()
         except FileNotFoundError:
-            raise SessionNotFoundError(self.id, "deleted while waiting for its lock") from None
+            raise SessionNotFoundError(self.id) from None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """`with session.locked():` runs the block holding the session lock."""
+        self.lock()
         try:
             yield
         finally:
@@ -130,27 +140,40 @@ class SessionDir:
         self.log.refresh(self._tail_is_torn)
         return self.log
 
+    def load_context(self) -> list[Message]:
+        """The sanitised active messages, re-judging only what changed since the last call."""
+        log = self.refresh()
+        return self.context.update(log.active, log.generation)
+
+    def newest_first(self) -> Generator[Message, None, None]:
+        """Messages last to first: from the cache when it is loaded, else read backwards from the end.
+
+        Answers found near the end (`last_user_message`, pending tool calls) then cost the same
+        for a session of ten messages or of a hundred thousand.
+        """
+        if self.log.exists:
+            yield from reversed(self.refresh().messages)
+        elif self.is_dir():
+            yield from read_backwards(self.messages_path, self.id)
+
     def _tail_is_torn(self) -> bool:
         # With no writer holding the lock, nobody is in the middle of writing that tail.
         return self.mutex.is_free()
 
-    def append(
-        self, encode: Callable[[int], tuple[bytes, Message]], at_least: Callable[[int], int]
-    ) -> Message:
-        """Append one record under the held lock; `encode(id)` builds it, `at_least(n)` picks its id.
+    def append(self, record: bytes, at_least: Callable[[int], int]) -> int:
+        """Append a record from `encode_new` under the held lock; `at_least(n)` picks its id.
 
-        A record is one `write` of whole lines; a file left without a final newline (a torn
+        A record is one `write` of a whole line; a file left without a final newline (a torn
         write) gets one first, so the new line is never glued to the damage. On error the file is
-        cut back to its old size: nothing partial stays visible.
+        cut back to its old size: nothing partial stays visible. Returns the id.
         """
-        fd, st = self._append_fd()
-        size = st.st_size
-        if (st.st_ino, size) == self._known:
+        fd, ino, size = self._append_fd()
+        if (ino, size) == self._known:
             last_id, ends_clean = self._last_id, True
         else:
             last_id, ends_clean = last_id_in(fd, size, self.id)
         msg_id = at_least(last_id + 1)
-        line, message = encode(msg_id)
+        line = with_id(record, msg_id)
         data = line if ends_clean else b"\n" + line
         try:
             write_all(fd, data)
@@ -161,28 +184,32 @@ class SessionDir:
                 truncate(fd, size)
             self._known = (-1, -1)
             raise
-        after = os.fstat(fd)
-        self._known = (after.st_ino, after.st_size)
+        self._known = (ino, size + len(data))
         self._last_id = max(last_id, msg_id)
-        self.log.note_append(message, size, data, after)
-        return message
+        if ends_clean:
+            self.log.note_append(line, size, ino)
+        return msg_id
 
-    def _append_fd(self) -> tuple[int, os.stat_result]:
+    def _append_fd(self) -> tuple[int, int, int]:
+        """(descriptor, inode, size) of the log as it is now, reopened if it was replaced."""
         try:
-            on_disk = os.stat(self.messages_path, follow_symlinks=False)
+            on_disk = os.stat(self._messages_str, follow_symlinks=False)
             key = (on_disk.st_ino, on_disk.st_dev)
         except FileNotFoundError:
             key = (-1, -1)
-        if key != self._fd_key or self._fd < 0:
-            self.close_append()
+        if key == self._fd_key and self._fd >= 0:
+            return self._fd, on_disk.st_ino, on_disk.st_size
+        self.close_append()
+        try:
             fd = os.open(self.messages_path, _APPEND_FLAGS | os.O_CREAT, 0o600)
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file")
-            self._fd, self._fd_key = fd, (st.st_ino, st.st_dev)
-            return fd, st
-        return self._fd, os.fstat(self._fd)
+        except FileNotFoundError:
+            raise SessionNotFoundError(self.id) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file")
+        self._fd, self._fd_key = fd, (st.st_ino, st.st_dev)
+        return fd, st.st_ino, st.st_size
 
     def forget_appends(self) -> None:
         """Call after replacing the log: the next append re-reads the file's end."""

@@ -13,13 +13,14 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .codec import check_text, check_usage, encode_record
+from .check import CheckReport, check_store
+from .codec import check_text, encode_new
 from .errors import KodaFilesError
 from .fileops import atomic_write, fsync_dir, make_dir, read_file, remove_tree, rename
 from .ids import IdAllocator
@@ -35,7 +36,7 @@ from .layout import (
 )
 from .protocol import RoleLike, StrPath
 from .rewrite import compact_lines, purge_lines
-from .sanitize import has_tool_calls, sanitize
+from .sanitize import has_tool_calls
 from .scan import ScanCache, largest_id, session_summary, user_messages
 from .session import SessionDir, encode_header, read_header
 from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
@@ -82,9 +83,8 @@ class FileStore:
 
     # ── plumbing ──
 
-    @contextmanager
-    def _session(self, session_id: str) -> Iterator[SessionDir]:
-        validate_session_id(session_id)
+    def _acquire(self, session_id: str) -> SessionDir:
+        """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
         with self._handles_lock:
             handle = self._handles.get(session_id)
             if handle is None:
@@ -94,11 +94,20 @@ class FileStore:
             else:
                 self._handles.move_to_end(session_id)
             handle.users += 1
+        return handle
+
+    @contextmanager
+    def _session(self, session_id: str) -> Iterator[SessionDir]:
+        validate_session_id(session_id)
+        handle = self._acquire(session_id)
         try:
             yield handle
         finally:
-            with self._handles_lock:
-                handle.users -= 1
+            self._release(handle)
+
+    def _release(self, handle: SessionDir) -> None:
+        with self._handles_lock:
+            handle.users -= 1
 
     def _evict(self) -> None:
         # Keep descriptors and parsed logs for the sessions used last; others are closed.
@@ -253,38 +262,27 @@ class FileStore:
     ) -> int:
         """Append a message; raises `SessionNotFoundError` (creating nothing) if the session is absent."""
         validate_session_id(session_id)
-        r = Role.parse(role)
-        check_text("content", content)
-        check_text("tool_calls", tool_calls)
-        check_text("tool_call_id", tool_call_id)
-        check_text("agent_name", agent_name)
-        check_usage(usage)
-        created_at = utc_now()
-        u = usage
+        line = encode_new(Role.parse(role), content, tool_calls, tool_call_id, usage, agent_name, utc_now())
 
-        def encode(msg_id: int) -> tuple[bytes, Message]:
-            line = encode_record(msg_id, r, content, tool_calls, tool_call_id, u, agent_name, created_at)
-            message = Message(
-                msg_id, session_id, r, content, tool_calls, tool_call_id,
-                u.prompt_tokens if u else None, u.completion_tokens if u else None,
-                u.cache_read_tokens if u else None, u.cache_creation_tokens if u else None,
-                u.thinking_tokens if u else None, agent_name, created_at,
-            )  # fmt: skip
-            return line, message
-
-        with self._session(session_id) as s, s.locked():
-            return s.append(encode, self._ids.take).id
+        # The hot path of the store: no context managers, one lock, one write.
+        handle = self._acquire(session_id)
+        try:
+            handle.lock()
+            try:
+                return handle.append(line, self._ids.take)
+            finally:
+                handle.mutex.release()
+        finally:
+            self._release(handle)
 
     def _messages(self, session_id: str) -> list[Message]:
         with self._session(session_id) as s:
             return s.refresh().messages
 
-    def _active(self, session_id: str) -> list[Message]:
-        return [m for m in self._messages(session_id) if m.compacted_at is None]
-
     def load_context(self, session_id: str) -> list[Message]:
         """Active (not archived) messages in conversation order, sanitised for the model."""
-        return sanitize(self._active(session_id))
+        with self._session(session_id) as s:
+            return s.load_context()
 
     def load_all_messages(self, session_id: str) -> list[Message]:
         """Every message, archived ones included, in conversation order, unsanitised."""
@@ -296,9 +294,10 @@ class FileStore:
         return user_messages(self._sessions_dir, self._session_ids(), limit)
 
     def _last_content(self, session_id: str, role: Role) -> str:
-        for m in reversed(self._messages(session_id)):
-            if m.role is role and m.content is not None:
-                return m.content
+        with self._session(session_id) as s, closing(s.newest_first()) as messages:
+            for m in messages:
+                if m.role is role and m.content is not None:
+                    return m.content
         return ""
 
     def last_assistant_message(self, session_id: str) -> str:
@@ -311,9 +310,10 @@ class FileStore:
 
     def has_pending_tool_calls(self, session_id: str) -> bool:
         """True when the last active message is an assistant message with tool calls."""
-        for m in reversed(self._messages(session_id)):
-            if m.compacted_at is None:
-                return m.role is Role.ASSISTANT and has_tool_calls(m)
+        with self._session(session_id) as s, closing(s.newest_first()) as messages:
+            for m in messages:
+                if m.compacted_at is None:
+                    return m.role is Role.ASSISTANT and has_tool_calls(m)
         return False
 
     # ── usage ──
@@ -424,6 +424,12 @@ class FileStore:
         check_text("content", content, optional=False)
         with self._session(session_id) as s, s.locked():
             s.write_todo(content)
+
+    # ── integrity ──
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Report damage and crash leftovers per session; `repair=True` quarantines and cleans them."""
+        return check_store(self, repair)
 
 
 def _check_limit(limit: int) -> None:

@@ -7,6 +7,7 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -143,6 +144,20 @@ def with_id(line: bytes, msg_id: int) -> bytes:
     return b'{"id":%d,' % msg_id + line[len(_ID_PLACEHOLDER) :]
 
 
+# Expected JSON types per known field; other fields are allowed and ignored (kept on disk).
+_NONE = type(None)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (int,),
+    "role": (str,),
+    "session_id": (str, _NONE),
+    **{f: (str, _NONE) for f in _TEXT_FIELDS},
+    **{f: (int, _NONE) for f in _TOKEN_FIELDS},
+}
+_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
+_BLANK: dict[str, Any] = dict.fromkeys(_MESSAGE_FIELDS)
+_KNOWN = frozenset(_MESSAGE_FIELDS)
+
+
 def decode_line(line: bytes, session_id: str) -> Message:
     """Parse one line (without its `\\n`) into a Message; raise `LineError` saying what is wrong."""
     try:
@@ -151,37 +166,28 @@ def decode_line(line: bytes, session_id: str) -> Message:
         raise LineError(f"not JSON ({exc})") from None
     if type(record) is not dict:
         raise LineError("not a JSON object")
-    msg_id = record.get("id")
-    if type(msg_id) is not int:
-        raise LineError("missing or non-integer 'id'")
+    for key, value in record.items():
+        expected = _FIELD_TYPES.get(key)
+        if expected is not None and type(value) not in expected:
+            kind = "an integer" if int in expected else "a string"
+            raise LineError(f"'{key}' must be {kind}{' or null' if _NONE in expected else ''}")
+    if "id" not in record:
+        raise LineError("missing 'id'")
     role = _ROLES.get(record.get("role"))  # type: ignore[arg-type]
     if role is None:
         raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
-    get = record.get
-    for field in _TEXT_FIELDS:
-        value = get(field)
-        if value is not None and type(value) is not str:
-            raise LineError(f"'{field}' must be a string or null")
-    for field in _TOKEN_FIELDS:
-        value = get(field)
-        if value is not None and type(value) is not int:
-            raise LineError(f"'{field}' must be an integer or null")
-    return Message(
-        msg_id,
-        session_id,
-        role,
-        get("content"),
-        get("tool_calls"),
-        get("tool_call_id"),
-        get("prompt_tokens"),
-        get("completion_tokens"),
-        get("cache_read_tokens"),
-        get("cache_creation_tokens"),
-        get("thinking_tokens"),
-        get("agent_name"),
-        get("created_at"),
-        get("compacted_at"),
-    )
+    values = _BLANK.copy()
+    if record.keys() <= _KNOWN:
+        values.update(record)
+    else:
+        values.update((k, v) for k, v in record.items() if k in _KNOWN)
+    values["role"] = role
+    values["session_id"] = session_id
+    # Reading is the hot path of every query: filling the instance dict in one step is about
+    # three times faster than the frozen dataclass __init__ (one object.__setattr__ per field).
+    message = object.__new__(Message)
+    object.__setattr__(message, "__dict__", values)
+    return message
 
 
 def mark_archived(line: bytes, compacted_at: str) -> bytes:

@@ -21,6 +21,7 @@ __all__ = [
     "MESSAGES",
     "METADATA",
     "SESSIONS",
+    "SESSION_ID_PATTERN",
     "TODO",
     "default_root",
     "new_session_id",
@@ -37,7 +38,7 @@ LOCK_NAME = ".lock"
 LAYOUT_FILE = "koda-files.json"
 LAYOUT_VERSION = 1
 
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+SESSION_ID_PATTERN = _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def validate_session_id(session_id: object) -> str:

@@ -20,7 +20,7 @@ from .codec import LineError, decode_line
 from .fileops import open_read
 from .types import Message
 
-__all__ = ["BadLine", "MessageLog", "read_backwards", "split_lines"]
+__all__ = ["ACTIVE", "ARCHIVED", "OTHER", "BadLine", "MessageLog", "read_backwards", "split_lines"]
 
 log = logging.getLogger("koda_files")
 
@@ -28,6 +28,11 @@ _BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
 _BACK_CHUNK = 1 << 16
+# What each line of the file is, in `MessageLog.kinds`: rewrites copy lines by these.
+OTHER = 0  # blank, or not a message: kept verbatim
+ACTIVE = 1
+ARCHIVED = 2
+
 # mtime of the file after our own append, not asked for (a stat per insert costs more than it saves).
 _OWN_APPEND = -2
 
@@ -52,8 +57,11 @@ def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tu
     ]
 
 
-def read_backwards(path: Path, session_id: str) -> Generator[Message, None, None]:
-    """The complete messages of a file, last first, reading only as far back as the caller goes."""
+def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generator[Message, None, None]:
+    """The complete messages of a file, last first, reading only as far back as the caller goes.
+
+    With `marker`, lines without those bytes are skipped undecoded (a cheap pre-filter).
+    """
     try:
         fd = open_read(path)
     except FileNotFoundError:
@@ -77,7 +85,7 @@ def read_backwards(path: Path, session_id: str) -> Generator[Message, None, None
                 line = piece.rstrip(b"\r")
                 if pos == 0 and piece is pieces[0] and line.startswith(_BOM):
                     line = line[len(_BOM) :]
-                if line.strip():
+                if marker in line and line.strip():
                     with contextlib.suppress(LineError):
                         yield decode_line(line, session_id)
     finally:
@@ -93,6 +101,8 @@ class MessageLog:
     messages: list[Message] = field(default_factory=list)
     active: list[Message] = field(default_factory=list)  # those without `compacted_at`
     bad: list[BadLine] = field(default_factory=list)
+    kinds: bytearray = field(default_factory=bytearray)  # one of OTHER/ACTIVE/ARCHIVED per line
+    largest_id: int = 0
     # Identity and extent of what `messages` reflects.
     ino: int = -1
     dev: int = -1
@@ -112,9 +122,9 @@ class MessageLog:
             st = os.stat(self.path, follow_symlinks=False)
         except FileNotFoundError:
             return not self.exists
-        return self._matches(st)
+        return self.matches(st)
 
-    def _matches(self, st: os.stat_result) -> bool:
+    def matches(self, st: os.stat_result) -> bool:
         return (
             self.exists
             and st.st_ino == self.ino
@@ -131,7 +141,7 @@ class MessageLog:
             if self.exists or self.messages:
                 self._reset()
             return
-        if self._matches(st):
+        if self.matches(st):
             self.mtime_ns = st.st_mtime_ns
             self._decode_own()
             return
@@ -140,12 +150,20 @@ class MessageLog:
             if self._read_from(self.offset, st, tail_is_torn):
                 return
         self._reset()
-        self._read_from(0, st, tail_is_torn)
+        # A rewrite may rename a new file over the path between our stat and open: read again
+        # (otherwise this reader would see an empty log).
+        while not self._read_from(0, st, tail_is_torn):
+            try:
+                st = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                return
 
     def _reset(self) -> None:
         self.messages = []
         self.active = []
         self.bad = []
+        self.kinds = bytearray()
+        self.largest_id = 0
         self._own = []
         self.ino = self.dev = -1
         self.offset = 0
@@ -184,18 +202,25 @@ class MessageLog:
 
     def _take(self, line_no: int, line: bytes) -> None:
         if not line.strip():
+            self.kinds.append(OTHER)
             if line:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
             return
         try:
             message = decode_line(line, self.session_id)
         except LineError as exc:
+            self.kinds.append(OTHER)
             self.bad.append(BadLine(line_no, str(exc), line))
             log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
             return
         self.messages.append(message)
+        if message.id > self.largest_id:
+            self.largest_id = message.id
         if message.compacted_at is None:
             self.active.append(message)
+            self.kinds.append(ACTIVE)
+        else:
+            self.kinds.append(ARCHIVED)
 
     def _decode_own(self) -> None:
         own, self._own = self._own, []

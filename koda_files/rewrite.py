@@ -15,6 +15,7 @@ from .codec import LineError, decode_line, encode_record, mark_archived
 from .errors import KodaFilesError
 from .fileops import atomic_write
 from .layout import parse_time, utc_now
+from .messagelog import ACTIVE, ARCHIVED, OTHER
 from .session import SessionDir
 from .types import Message, Role
 
@@ -25,21 +26,20 @@ COMPACTION_HINT = (
     "above, which replaces it. Continue from there."
 )
 
-# What pass 1 learns of each line, by line index.
-_OTHER = 0  # not a message, or blank: copied verbatim
-_ACTIVE = 1
-_ARCHIVED = 2
-_DROP = 3
+_DROP = 3  # a fourth kind, for purge
+
+_MARK = b'"compacted_at"'  # every archived line has it; a line without it cannot be archived
 
 
-def _classify(
-    s: SessionDir, archived_kind: Callable[[Message], int]
-) -> tuple[bytearray, int, os.stat_result]:
-    """One byte per line saying what it is, the largest id seen, and the file's stat before."""
+def _stat(s: SessionDir) -> os.stat_result:
     try:
-        before = os.stat(s.messages_path, follow_symlinks=False)
+        return os.stat(s.messages_path, follow_symlinks=False)
     except FileNotFoundError:
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
+
+
+def _classify(s: SessionDir) -> tuple[bytearray, int]:
+    """One byte per line saying what it is, and the largest id seen, decoding every line."""
     kinds = bytearray()
     largest = 0
     for _, line in s.iter_lines():
@@ -48,10 +48,22 @@ def _classify(
         except LineError:
             m = None
         if m is None:
-            kinds.append(_OTHER)
+            kinds.append(OTHER)
             continue
         largest = max(largest, m.id)
-        kinds.append(_ACTIVE if m.compacted_at is None else archived_kind(m))
+        kinds.append(ACTIVE if m.compacted_at is None else ARCHIVED)
+    return kinds, largest
+
+
+def _classify_for_compaction(s: SessionDir) -> tuple[bytearray, int, os.stat_result]:
+    # A session in use has its log parsed already: its line kinds are free. A cold one is
+    # streamed instead of parsed into memory, so a huge session compacts in flat memory.
+    before = _stat(s)
+    if s.log.exists:
+        log = s.refresh()
+        if log.matches(before):
+            return bytearray(log.kinds), log.largest_id, before
+    kinds, largest = _classify(s)
     return kinds, largest, before
 
 
@@ -68,8 +80,10 @@ def _replace(s: SessionDir, before: os.stat_result, lines: Iterator[bytes]) -> N
 
 def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable[[int, int], int]) -> int:
     """Archive all active lines but the last `preserve`; summary and hint go before the kept tail."""
-    kinds, largest, before = _classify(s, lambda m: _ARCHIVED)
-    to_archive = kinds.count(_ACTIVE) - preserve
+    if not os.path.lexists(s.messages_path):
+        return 0  # a missing log reads as no messages: nothing to archive
+    kinds, largest, before = _classify_for_compaction(s)
+    to_archive = kinds.count(ACTIVE) - preserve
     if to_archive <= 0:
         return 0
     first_id = take_ids(largest + 1, 2)
@@ -82,8 +96,7 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
         seen = 0
         pending = True
         for index, (_, line) in enumerate(s.iter_lines()):
-            kind = kinds[index]
-            if kind == _ACTIVE:
+            if index < len(kinds) and kinds[index] == ACTIVE:
                 seen += 1
                 if seen <= to_archive:
                     yield mark_archived(line, now) + b"\n"
@@ -110,16 +123,27 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
             return _DROP
         when = parse_time(m.compacted_at or "")
         # An archive time nobody can read is kept: never delete what cannot be dated.
-        return _DROP if when is not None and when <= cutoff else _ARCHIVED
+        return _DROP if when is not None and when <= cutoff else ARCHIVED
 
-    kinds, _, before = _classify(s, kind)
+    before = _stat(s)
+    kinds = bytearray()
+    for _, line in s.iter_lines():
+        if _MARK not in line:
+            kinds.append(OTHER)
+            continue
+        try:
+            m = decode_line(line, s.id)
+        except LineError:
+            kinds.append(OTHER)
+            continue
+        kinds.append(ACTIVE if m.compacted_at is None else kind(m))
     dropped = kinds.count(_DROP)
     if not dropped:
         return 0
 
     def lines() -> Iterator[bytes]:
         for index, (_, line) in enumerate(s.iter_lines()):
-            if kinds[index] != _DROP:
+            if index >= len(kinds) or kinds[index] != _DROP:
                 yield line + b"\n"
 
     _replace(s, before, lines())

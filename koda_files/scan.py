@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,23 +16,27 @@ from pathlib import Path
 from .codec import LineError, decode_line
 from .fileops import read_file
 from .layout import MESSAGES
-from .messagelog import split_lines
+from .messagelog import read_backwards, split_lines
 from .types import Message, Role
 
-__all__ = ["ScanCache", "iter_messages", "largest_id", "session_summary", "user_messages"]
+__all__ = ["iter_messages", "largest_id", "user_messages"]
 
 
-def iter_messages(path: Path, session_id: str) -> Iterator[Message]:
-    """The messages of one `messages.jsonl`, quietly skipping lines that are not messages."""
+def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[Message]:
+    """The messages of one `messages.jsonl`, quietly skipping lines that are not messages.
+
+    With `marker`, only lines containing those bytes are decoded (a cheap pre-filter: a query
+    for archived or user messages skips the rest without parsing it).
+    """
     try:
         data = read_file(path)
     except OSError:
         return
-    if not data:
+    if not data or marker not in data:
         return
     end = data.rfind(b"\n") + 1
     for _, line in split_lines(data[:end], 1, True):
-        if line.strip():
+        if marker in line and line.strip():
             with contextlib.suppress(LineError):
                 yield decode_line(line, session_id)
 
@@ -43,44 +46,10 @@ def largest_id(session_dir: Path) -> int:
     return max((m.id for m in iter_messages(session_dir / MESSAGES, session_dir.name)), default=0)
 
 
-class ScanCache:
-    """(count, tokens) per session file, valid while its inode, size and mtime are unchanged."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[Path, tuple[tuple[int, int, int], tuple[int, int]]] = {}
-
-    def get(self, path: Path, key: tuple[int, int, int]) -> tuple[int, int] | None:
-        with self._lock:
-            entry = self._entries.get(path)
-        return entry[1] if entry is not None and entry[0] == key else None
-
-    def put(self, path: Path, key: tuple[int, int, int], value: tuple[int, int]) -> None:
-        with self._lock:
-            self._entries[path] = (key, value)
-
-
-def session_summary(cache: ScanCache, session_dir: Path, session_id: str) -> tuple[int, int]:
-    """(message count incl. archived, sum of prompt + completion tokens) of one session."""
-    path = session_dir / MESSAGES
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return 0, 0
-    key = (st.st_ino, st.st_size, st.st_mtime_ns)
-    cached = cache.get(path, key)
-    if cached is not None:
-        return cached
-    count = tokens = 0
-    for m in iter_messages(path, session_id):
-        count += 1
-        tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
-    cache.put(path, key, (count, tokens))
-    return count, tokens
-
-
 # File mtimes come from a coarse kernel clock that can lag `created_at` by a few milliseconds.
-_CLOCK_SLACK_NS = 2_000_000_000
+_CLOCK_SLACK_NS = 50_000_000
+# In any line of a user message; inside a JSON string a quote is escaped, so this is rare elsewhere.
+USER_MARK = b'"user"'
 
 
 def _stamp(mtime_ns: int) -> str:
@@ -90,25 +59,32 @@ def _stamp(mtime_ns: int) -> str:
 def user_messages(sessions_dir: Path, session_ids: list[str], limit: int) -> list[str]:
     """Non-empty user messages across sessions, newest (`created_at`, then id) first.
 
-    Sessions are read most recently modified first, and reading stops once a file's mtime is
-    older than every message kept: nothing in it can be newer than its last modification.
+    Sessions are read most recently modified first, each backwards from its end and only until
+    it has given `limit` user messages (a log is in time order); reading stops once a file's
+    mtime is older than every message kept, since nothing in it can be newer.
     """
     if limit == 0:
         return []
     files = []
     for sid in session_ids:
         with contextlib.suppress(OSError):
-            files.append((os.stat(sessions_dir / sid / MESSAGES, follow_symlinks=False).st_mtime_ns, sid))
+            files.append((os.stat(f"{sessions_dir}/{sid}/{MESSAGES}", follow_symlinks=False).st_mtime_ns, sid))
     files.sort(reverse=True)
     best: list[tuple[str, int, str]] = []  # a min-heap of the `limit` newest
     for mtime_ns, sid in files:
         if len(best) >= limit and _stamp(mtime_ns + _CLOCK_SLACK_NS) < best[0][0]:
             break
-        for m in iter_messages(sessions_dir / sid / MESSAGES, sid):
-            if m.role is Role.USER and m.content:
+        found = 0
+        with contextlib.closing(read_backwards(sessions_dir / sid / MESSAGES, sid, USER_MARK)) as newest_first:
+            for m in newest_first:
+                if m.role is not Role.USER or not m.content:
+                    continue
                 item = (m.created_at or "", m.id, m.content)
                 if len(best) < limit:
                     heapq.heappush(best, item)
                 elif item > best[0]:
                     heapq.heapreplace(best, item)
+                found += 1
+                if found >= limit:
+                    break
     return [content for _, _, content in sorted(best, reverse=True)]

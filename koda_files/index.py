@@ -1,0 +1,160 @@
+"""A derived summary of every session, so listing and statistics need not read every file.
+
+`<root>/.index` (a dot-file, JSON) maps each session id to what was read from its files the last
+time: header fields of `metadata.json`, and message count, tokens and archived statistics of
+`messages.jsonl`, each under the (inode, size, mtime) of the file it came from. Every query
+stats the files and re-reads those whose identity changed, so an entry is never trusted over
+the files: hand edits, copies and `rm -rf` are seen. Losing or corrupting the index costs one
+re-read; writing it is best effort (a read-only root still answers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import KodaFilesError
+from .fileops import atomic_write, read_file
+from .layout import MESSAGES, METADATA
+from .scan import iter_messages
+from .session import read_header
+
+__all__ = ["LogSummary", "SessionIndex"]
+
+log = logging.getLogger("koda_files")
+
+INDEX_FILE = ".index"
+_VERSION = 1
+Key = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """Counts over one `messages.jsonl` (archived messages included in `count` and `tokens`)."""
+
+    count: int = 0
+    tokens: int = 0
+    archived: int = 0
+    archived_bytes: int = 0
+    oldest_archived: str | None = None
+
+
+def _key(st: os.stat_result) -> Key:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def summarize(path: Path, session_id: str) -> LogSummary:
+    """Read one log and count it."""
+    count = tokens = archived = size = 0
+    oldest: str | None = None
+    for m in iter_messages(path, session_id):
+        count += 1
+        tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
+        if m.compacted_at is not None:
+            archived += 1
+            size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
+            if oldest is None or m.compacted_at < oldest:
+                oldest = m.compacted_at
+    return LogSummary(count, tokens, archived, size, oldest)
+
+
+class SessionIndex:
+    """The index of one root, loaded once per store and checked against the files on every use."""
+
+    def __init__(self, root: Path) -> None:
+        self._path = root / INDEX_FILE
+        self._sessions = str(root / "sessions")  # str paths: pathlib costs more than the stat here
+        self._lock = threading.Lock()
+        self._loaded = False
+        self._dirty = False
+        self._headers: dict[str, tuple[Key, dict[str, Any]]] = {}
+        self._logs: dict[str, tuple[Key, LogSummary]] = {}
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        try:
+            raw = read_file(self._path)
+            data = orjson.loads(raw) if raw else {}
+            if not isinstance(data, dict) or data.get("version") != _VERSION:
+                return
+            for sid, (key, header) in data.get("headers", {}).items():
+                self._headers[sid] = (tuple(key), header)
+            for sid, (key, summary) in data.get("logs", {}).items():
+                self._logs[sid] = (tuple(key), LogSummary(*summary))
+        except (OSError, ValueError, TypeError) as exc:
+            # Derived data: a damaged index is rebuilt, never an error.
+            log.debug("%s unreadable (%s); rebuilding it", self._path, exc)
+            self._headers.clear()
+            self._logs.clear()
+
+    def header(self, session_id: str) -> dict[str, Any] | None:
+        """The header of a session (without its key/value metadata); None if unreadable (logged)."""
+        path = f"{self._sessions}/{session_id}/{METADATA}"
+        with self._lock:
+            self._load()
+            try:
+                key = _key(os.stat(path, follow_symlinks=False))
+            except OSError:
+                key = (-1, -1, -1)
+            cached = self._headers.get(session_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        try:
+            header = read_header(Path(self._sessions, session_id), session_id)
+        except KodaFilesError as exc:
+            log.warning("%s; session skipped", exc)
+            return None
+        header.pop("metadata", None)  # values can be large; listing never needs them
+        with self._lock:
+            self._headers[session_id] = (key, header)
+            self._dirty = True
+        return header
+
+    def summary(self, session_id: str) -> LogSummary:
+        """Counts of a session's log, re-read only if the file changed since they were taken."""
+        path = f"{self._sessions}/{session_id}/{MESSAGES}"
+        try:
+            key = _key(os.stat(path, follow_symlinks=False))
+        except OSError:
+            return LogSummary()
+        with self._lock:
+            self._load()
+            cached = self._logs.get(session_id)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+        summary = summarize(Path(path), session_id)
+        with self._lock:
+            self._logs[session_id] = (key, summary)
+            self._dirty = True
+        return summary
+
+    def save(self, live: list[str]) -> None:
+        """Write the index if it changed, keeping only `live` sessions; errors are ignored."""
+        with self._lock:
+            alive = set(live)
+            for table in (self._headers, self._logs):
+                for sid in [s for s in table if s not in alive]:
+                    del table[sid]
+                    self._dirty = True
+            if not self._dirty:
+                return
+            data = {
+                "version": _VERSION,
+                "headers": {sid: [list(k), h] for sid, (k, h) in self._headers.items()},
+                "logs": {
+                    sid: [list(k), [s.count, s.tokens, s.archived, s.archived_bytes, s.oldest_archived]]
+                    for sid, (k, s) in self._logs.items()
+                },
+            }
+            self._dirty = False
+        with contextlib.suppress(OSError):
+            atomic_write(self._path, [orjson.dumps(data)], durable=False)

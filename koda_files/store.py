@@ -24,10 +24,12 @@ from .codec import check_text, encode_new
 from .errors import KodaFilesError
 from .fileops import atomic_write, fsync_dir, make_dir, read_file, remove_tree, rename
 from .ids import IdAllocator
+from .index import SessionIndex
 from .layout import (
     LAYOUT_FILE,
     LAYOUT_VERSION,
     METADATA,
+    SESSION_ID_PATTERN,
     SESSIONS,
     default_root,
     new_session_id,
@@ -37,8 +39,8 @@ from .layout import (
 from .protocol import RoleLike, StrPath
 from .rewrite import compact_lines, purge_lines
 from .sanitize import has_tool_calls
-from .scan import ScanCache, largest_id, session_summary, user_messages
-from .session import SessionDir, encode_header, read_header
+from .scan import largest_id, user_messages
+from .session import SessionDir, encode_header
 from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
 from .usage import sum_usage, usage_by_agent
 
@@ -68,7 +70,7 @@ class FileStore:
         self._handles: OrderedDict[str, SessionDir] = OrderedDict()
         self._handles_lock = threading.Lock()
         self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
-        self._scan = ScanCache()
+        self._index = SessionIndex(self.root)
         self._root_ready = False
 
     def __repr__(self) -> str:
@@ -153,6 +155,9 @@ class FileStore:
             if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
                 log.warning("%s: not a session directory, ignored", entry.path)
                 continue
+            if SESSION_ID_PATTERN.fullmatch(entry.name) is None:
+                log.warning("%s: not a valid session id, ignored", entry.path)
+                continue
             ids.append(entry.name)
         return ids
 
@@ -192,12 +197,11 @@ class FileStore:
         """Sessions of `project_root` and sessions without one, newest first, at most `limit`."""
         _check_limit(limit)
         wanted = os.path.abspath(os.fspath(project_root))
+        ids = self._session_ids()
         rows: list[tuple[str, str, dict[str, Any]]] = []
-        for sid in self._session_ids():
-            try:
-                header = read_header(self._sessions_dir / sid, sid)
-            except KodaFilesError as exc:
-                log.warning("%s; session skipped", exc)
+        for sid in ids:
+            header = self._index.header(sid)
+            if header is None:
                 continue
             root = header.get("project_root")
             if root is not None and root != wanted:
@@ -205,17 +209,10 @@ class FileStore:
             rows.append((str(header.get("created_at") or ""), sid, header))
         out = []
         for created, sid, header in heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])):
-            count, tokens = session_summary(self._scan, self._sessions_dir / sid, sid)
-            out.append(
-                SessionInfo(
-                    sid,
-                    str(header.get("agent_name") or ""),
-                    created,
-                    count,
-                    tokens,
-                    header.get("project_root"),
-                )
-            )
+            n = self._index.summary(sid)
+            agent = str(header.get("agent_name") or "")
+            out.append(SessionInfo(sid, agent, created, n.count, n.tokens, header.get("project_root")))
+        self._index.save(ids)
         return out
 
     def delete_session(self, session_id: str) -> bool:
@@ -347,20 +344,16 @@ class FileStore:
 
     def compacted_stats(self) -> CompactedStats:
         """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`."""
-        count = sessions = size = 0
-        oldest: str | None = None
-        for sid in self._session_ids():
-            with self._session(sid) as s:
-                archived = [m for m in s.refresh().messages if m.compacted_at is not None]
-            if not archived:
-                continue
-            sessions += 1
-            count += len(archived)
-            for m in archived:
-                size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
-                if oldest is None or (m.compacted_at or "") < oldest:
-                    oldest = m.compacted_at
-        return CompactedStats(count, sessions, size, oldest)
+        ids = self._session_ids()
+        summaries = [self._index.summary(sid) for sid in ids]
+        self._index.save(ids)
+        with_archive = [s for s in summaries if s.archived]
+        return CompactedStats(
+            sum(s.archived for s in with_archive),
+            len(with_archive),
+            sum(s.archived_bytes for s in with_archive),
+            min((s.oldest_archived for s in with_archive if s.oldest_archived), default=None),
+        )
 
     def purge_compacted(self, min_age_days: int) -> int:
         """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
@@ -370,9 +363,9 @@ class FileStore:
             raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
         removed = 0
         for sid in self._session_ids():
+            if not self._index.summary(sid).archived:
+                continue  # nothing archived: no need to lock it
             with self._session(sid) as s:
-                if not any(m.compacted_at is not None for m in s.refresh().messages):
-                    continue
                 try:
                     with s.locked():
                         n = purge_lines(s, min_age_days)

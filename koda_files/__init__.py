@@ -8,11 +8,36 @@ store.insert_message(sid, Role.USER, "hello")
 
 from __future__ import annotations
 
-from .aio import AsyncFileStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
 from .protocol import AsyncPersistence, Persistence
 from .store import FileStore
-from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .types import CompactedStats, Interruption, Message, Role, SessionInfo, SessionUsage, TokenUsage
+
+if TYPE_CHECKING:
+    from .aio import AsyncFileStore
+    from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
+
+# Imported on first use: asyncio and sqlite3 cost more start-up time than the rest of the
+# package, and a program (or the CLI) that never touches them should not pay for them.
+_LAZY = {
+    "AsyncFileStore": "aio",
+    "ExportReport": "kodadb",
+    "ImportReport": "kodadb",
+    "export_sqlite": "kodadb",
+    "import_sqlite": "kodadb",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'koda_files' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __version__ = "0.1.0"
 
@@ -20,7 +45,10 @@ __all__ = [
     "AsyncFileStore",
     "AsyncPersistence",
     "CompactedStats",
+    "ExportReport",
     "FileStore",
+    "ImportReport",
+    "Interruption",
     "InvalidSessionIdError",
     "KodaFilesError",
     "Message",
@@ -31,4 +59,6 @@ __all__ = [
     "SessionUsage",
     "TokenUsage",
     "__version__",
+    "export_sqlite",
+    "import_sqlite",
 ]

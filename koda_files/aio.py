@@ -6,7 +6,7 @@ import asyncio
 
 from .protocol import RoleLike, StrPath
 from .store import FileStore
-from .types import CompactedStats, Message, SessionInfo, SessionUsage, TokenUsage
+from .types import CompactedStats, Interruption, Message, SessionInfo, SessionUsage, TokenUsage
 
 __all__ = ["AsyncFileStore"]
 
@@ -105,3 +105,21 @@ class AsyncFileStore:
 
     async def set_todo(self, session_id: str, content: str) -> None:
         await asyncio.to_thread(self.sync.set_todo, session_id, content)
+
+    async def set_session_title(self, session_id: str, title: str) -> None:
+        await asyncio.to_thread(self.sync.set_session_title, session_id, title)
+
+    async def set_session_mode(self, session_id: str, mode: str) -> None:
+        await asyncio.to_thread(self.sync.set_session_mode, session_id, mode)
+
+    async def get_session_mode(self, session_id: str) -> str | None:
+        return await asyncio.to_thread(self.sync.get_session_mode, session_id)
+
+    async def get_session_idle_secs(self, session_id: str) -> int | None:
+        return await asyncio.to_thread(self.sync.get_session_idle_secs, session_id)
+
+    async def mark_message_complete(self, message_id: int) -> None:
+        await asyncio.to_thread(self.sync.mark_message_complete, message_id)
+
+    async def detect_interruption(self, session_id: str) -> Interruption | None:
+        return await asyncio.to_thread(self.sync.detect_interruption, session_id)

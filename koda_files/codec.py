@@ -8,7 +8,7 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -17,13 +17,18 @@ from .types import Message, Role, TokenUsage
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "Completion",
     "LineError",
     "check_int",
     "check_text",
+    "decode_entry",
     "decode_line",
+    "encode_completion",
     "encode_new",
     "encode_record",
     "mark_archived",
+    "mark_completed",
+    "with_completion",
     "with_id",
 ]
 
@@ -38,7 +43,15 @@ _TOKEN_FIELDS = (
     "cache_creation_tokens",
     "thinking_tokens",
 )
-_TEXT_FIELDS = ("content", "tool_calls", "tool_call_id", "agent_name", "created_at", "compacted_at")
+_TEXT_FIELDS = (
+    "content",
+    "tool_calls",
+    "tool_call_id",
+    "agent_name",
+    "created_at",
+    "compacted_at",
+    "completed_at",
+)
 
 
 class LineError(ValueError):
@@ -158,8 +171,36 @@ _BLANK: dict[str, Any] = dict.fromkeys(_MESSAGE_FIELDS)
 _KNOWN = frozenset(_MESSAGE_FIELDS)
 
 
+class Completion(NamedTuple):
+    """An annotation line `{"id": 7, "completed_at": "..."}` (no `role`): message 7 is complete.
+
+    Appended by `mark_message_complete` so message lines stay immutable and appends stay cheap;
+    readers apply it to the earlier message with that id (the first completion wins).
+    """
+
+    id: int
+    completed_at: str
+
+
+def encode_completion(msg_id: int, completed_at: str) -> bytes:
+    """The `\\n`-terminated annotation line marking message `msg_id` complete."""
+    return orjson.dumps({"id": msg_id, "completed_at": completed_at}, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def decode_line(line: bytes, session_id: str) -> Message:
-    """Parse one line (without its `\\n`) into a Message; raise `LineError` saying what is wrong."""
+    """Parse one line (without its `\\n`) into a Message; raise `LineError` saying what is wrong.
+
+    A completion annotation is not a message here either (a `LineError`); readers that apply
+    annotations use `decode_entry`.
+    """
+    entry = decode_entry(line, session_id)
+    if type(entry) is Completion:
+        raise LineError("a completion annotation, not a message")
+    return entry  # type: ignore[return-value]
+
+
+def decode_entry(line: bytes, session_id: str) -> Message | Completion:
+    """Parse one line into a Message or a `Completion` annotation; raise `LineError` otherwise."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -175,6 +216,8 @@ def decode_line(line: bytes, session_id: str) -> Message:
         raise LineError("missing 'id'")
     role = _ROLES.get(record.get("role"))  # type: ignore[arg-type]
     if role is None:
+        if "role" not in record and type(record.get("completed_at")) is str:
+            return Completion(record["id"], record["completed_at"])
         raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
     values = _BLANK.copy()
     if record.keys() <= _KNOWN:
@@ -190,11 +233,29 @@ def decode_line(line: bytes, session_id: str) -> Message:
     return message
 
 
-def mark_archived(line: bytes, compacted_at: str) -> bytes:
-    """Add `compacted_at` to an encoded record, copying every other byte as it was."""
+def with_completion(message: Message, completed_at: str) -> Message:
+    """`dataclasses.replace(message, completed_at=...)`, at the cost of a dict copy."""
+    values = dict(message.__dict__)
+    values["completed_at"] = completed_at
+    patched = object.__new__(Message)
+    object.__setattr__(patched, "__dict__", values)
+    return patched
+
+
+def _add_field(line: bytes, name: bytes, value: str) -> bytes:
+    # The new key goes last: JSON readers (orjson included) keep the last of duplicate keys.
     body = line.rstrip()
     if not body.endswith(b"}"):
         raise LineError("not a JSON object")
-    stamp = orjson.dumps(compacted_at)
     separator = b"," if body[:-1].rstrip() != b"{" else b""
-    return body[:-1] + separator + b'"compacted_at":' + stamp + b"}"
+    return body[:-1] + separator + b'"' + name + b'":' + orjson.dumps(value) + b"}"
+
+
+def mark_archived(line: bytes, compacted_at: str) -> bytes:
+    """Add `compacted_at` to an encoded record, copying every other byte as it was."""
+    return _add_field(line, b"compacted_at", compacted_at)
+
+
+def mark_completed(line: bytes, completed_at: str) -> bytes:
+    """Add `completed_at` to an encoded record (a rewrite folding an annotation into its message)."""
+    return _add_field(line, b"completed_at", completed_at)

@@ -27,6 +27,7 @@ __all__ = [
     "rename",
     "sync",
     "temp_name",
+    "touch",
     "truncate",
     "write_all",
     "write_at",
@@ -37,6 +38,7 @@ FILE_MODE = 0o600
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_WRITE_BATCH = 1 << 20
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
@@ -106,10 +108,19 @@ def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -
     fd = _create_exclusive(tmp)
     try:
         try:
+            # Rewrites yield a line at a time: gather them, one write per megabyte, not per line.
+            pending: list[bytes] = []
+            size = 0
             for chunk in chunks:
-                write_all(fd, chunk)
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= _WRITE_BATCH:
+                    write_all(fd, b"".join(pending))
+                    pending, size = [], 0
+            if pending:
+                write_all(fd, b"".join(pending))
             if durable:
-                os.fsync(fd)
+                sync(fd)
         finally:
             os.close(fd)
         rename(tmp, path)
@@ -163,6 +174,24 @@ def remove_tree(path: Path) -> None:
         else:
             os.unlink(full)
     os.rmdir(path)
+
+
+_UTIME_NOFOLLOW = os.utime in os.supports_follow_symlinks
+
+
+def touch(path: str | Path) -> None:
+    """Set the mtime of `path` to now, creating it empty (0600) if absent; never through a symlink.
+
+    A marker whose only content is its mtime: one `utimensat`, no data written, no lock.
+    """
+    try:
+        if _UTIME_NOFOLLOW:
+            os.utime(path, follow_symlinks=False)
+        else:  # pragma: no cover - platforms without utimensat
+            os.utime(path)
+    except FileNotFoundError:
+        with contextlib.suppress(FileExistsError):  # created meanwhile: its mtime is now anyway
+            os.close(_create_exclusive(Path(path)))
 
 
 def write_at(fd: int, data: bytes, offset: int) -> None:

@@ -15,6 +15,7 @@ import platformdirs
 from .errors import InvalidSessionIdError
 
 __all__ = [
+    "ACCESS",
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
     "LOCK_NAME",
@@ -35,6 +36,7 @@ MESSAGES = "messages.jsonl"
 METADATA = "metadata.json"
 TODO = "todo.md"
 LOCK_NAME = ".lock"
+ACCESS = ".access"  # its mtime is the last `load_context` (idle time); empty
 LAYOUT_FILE = "koda-files.json"
 LAYOUT_VERSION = 1
 

@@ -75,9 +75,11 @@ class FileMutex:
                 try:
                     on_disk = os.stat(self._path_str, follow_symlinks=False)
                 except FileNotFoundError:
+                    # Gone: reopening creates it again if its directory is there (a directory
+                    # replaced by a copy without one), and raises FileNotFoundError if not.
                     filelock.unlock_descriptor(self._fd)
                     self._close()
-                    raise
+                    continue
                 if (on_disk.st_ino, on_disk.st_dev) == self._key:
                     return
                 filelock.unlock_descriptor(self._fd)

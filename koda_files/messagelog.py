@@ -9,18 +9,17 @@ lines and rewrites are renames, so a reader sees complete lines of one version o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .codec import LineError, decode_line
+from .codec import Completion, LineError, decode_entry, with_completion
 from .fileops import open_read
 from .types import Message
 
-__all__ = ["ACTIVE", "ARCHIVED", "OTHER", "BadLine", "MessageLog", "read_backwards", "split_lines"]
+__all__ = ["ACTIVE", "ARCHIVED", "NOTE", "OTHER", "BadLine", "MessageLog", "read_backwards", "split_lines"]
 
 log = logging.getLogger("koda_files")
 
@@ -32,6 +31,7 @@ _BACK_CHUNK = 1 << 16
 OTHER = 0  # blank, or not a message: kept verbatim
 ACTIVE = 1
 ARCHIVED = 2
+NOTE = 3  # a completion annotation of an earlier message: a rewrite folds it into that line
 
 # mtime of the file after our own append, not asked for (a stat per insert costs more than it saves).
 _OWN_APPEND = -2
@@ -61,6 +61,8 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
     """The complete messages of a file, last first, reading only as far back as the caller goes.
 
     With `marker`, lines without those bytes are skipped undecoded (a cheap pre-filter).
+    Completion annotations come after their message, so they are met first and applied to it
+    (with a marker, only those that contain it).
     """
     try:
         fd = open_read(path)
@@ -75,6 +77,7 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
             end = chunk_start + cut + 1 if cut >= 0 else chunk_start
         carry = b""
         pos = end
+        completions: dict[int, str] = {}
         while pos > 0:
             start = max(0, pos - _BACK_CHUNK)
             data = os.pread(fd, pos - start, start) + carry
@@ -86,8 +89,16 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
                 if pos == 0 and piece is pieces[0] and line.startswith(_BOM):
                     line = line[len(_BOM) :]
                 if marker in line and line.strip():
-                    with contextlib.suppress(LineError):
-                        yield decode_line(line, session_id)
+                    try:
+                        entry = decode_entry(line, session_id)
+                    except LineError:
+                        continue
+                    if type(entry) is Completion:
+                        completions[entry.id] = entry.completed_at  # met last to first: the earliest wins
+                    elif completions and entry.id in completions and entry.completed_at is None:
+                        yield with_completion(entry, completions.pop(entry.id))
+                    else:
+                        yield entry  # type: ignore[misc]
     finally:
         os.close(fd)
 
@@ -101,8 +112,14 @@ class MessageLog:
     messages: list[Message] = field(default_factory=list)
     active: list[Message] = field(default_factory=list)  # those without `compacted_at`
     bad: list[BadLine] = field(default_factory=list)
-    kinds: bytearray = field(default_factory=bytearray)  # one of OTHER/ACTIVE/ARCHIVED per line
+    kinds: bytearray = field(default_factory=bytearray)  # one of OTHER/ACTIVE/ARCHIVED/NOTE per line
     largest_id: int = 0
+    # Completion annotations: where each message is, to patch it when its annotation comes.
+    where: dict[int, int] = field(default_factory=dict)  # id -> index in `messages` (the latest)
+    lines_of: list[int] = field(default_factory=list)  # line index (in `kinds`) of each message
+    active_at: list[int] = field(default_factory=list)  # index in `active` of each message, or -1
+    noted: dict[int, str] = field(default_factory=dict)  # line index -> completed_at from a NOTE
+    patched: list[int] = field(default_factory=list)  # indices in `active` replaced, in order
     # Identity and extent of what `messages` reflects.
     ino: int = -1
     dev: int = -1
@@ -133,14 +150,15 @@ class MessageLog:
             and (st.st_mtime_ns == self.mtime_ns or self.mtime_ns == _OWN_APPEND)
         )
 
-    def refresh(self, tail_is_torn: Callable[[], bool] | None = None) -> None:
-        """Bring `messages` up to date with the file; a missing file reads as no messages."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            if self.exists or self.messages:
-                self._reset()
-            return
+    def refresh(self, tail_is_torn: Callable[[], bool] | None = None, st: os.stat_result | None = None) -> None:
+        """Bring `messages` up to date with the file (`st`: its stat, if just taken); missing reads as empty."""
+        if st is None:
+            try:
+                st = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                if self.exists or self.messages:
+                    self._reset()
+                return
         if self.matches(st):
             self.mtime_ns = st.st_mtime_ns
             self._decode_own()
@@ -164,6 +182,11 @@ class MessageLog:
         self.bad = []
         self.kinds = bytearray()
         self.largest_id = 0
+        self.where = {}
+        self.lines_of = []
+        self.active_at = []
+        self.noted = {}
+        self.patched = []
         self._own = []
         self.ino = self.dev = -1
         self.offset = 0
@@ -207,20 +230,45 @@ class MessageLog:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
             return
         try:
-            message = decode_line(line, self.session_id)
+            message = decode_entry(line, self.session_id)
         except LineError as exc:
             self.kinds.append(OTHER)
             self.bad.append(BadLine(line_no, str(exc), line))
             log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
             return
-        self.messages.append(message)
+        if type(message) is Completion:
+            self._complete(message)
+            return
+        self.where[message.id] = len(self.messages)
+        self.lines_of.append(len(self.kinds))
+        self.messages.append(message)  # type: ignore[arg-type]
         if message.id > self.largest_id:
             self.largest_id = message.id
-        if message.compacted_at is None:
-            self.active.append(message)
+        if message.compacted_at is None:  # type: ignore[union-attr]
+            self.active_at.append(len(self.active))
+            self.active.append(message)  # type: ignore[arg-type]
             self.kinds.append(ACTIVE)
         else:
+            self.active_at.append(-1)
             self.kinds.append(ARCHIVED)
+
+    def _complete(self, note: Completion) -> None:
+        """Apply an annotation to the earlier message with its id; the first completion wins."""
+        index = self.where.get(note.id)
+        if index is None:
+            self.kinds.append(OTHER)  # no such message before it: kept on disk, changes nothing
+            return
+        self.kinds.append(NOTE)
+        message = self.messages[index]
+        if message.completed_at is not None:
+            return
+        patched = with_completion(message, note.completed_at)
+        self.messages[index] = patched
+        self.noted[self.lines_of[index]] = note.completed_at
+        active_index = self.active_at[index]
+        if active_index >= 0:
+            self.active[active_index] = patched
+            self.patched.append(active_index)
 
     def _decode_own(self) -> None:
         own, self._own = self._own, []

@@ -3,19 +3,24 @@
 Both stream the file twice under the session lock (classify, then write a temp file that is
 renamed over the original), so memory stays flat whatever the file size, and a crash leaves
 either the old file or the new one. Lines that are not messages are copied as they are.
+
+Completion annotations (`{"id": 7, "completed_at": ...}`): compaction folds each into its
+message's line (the line gains `completed_at`, the annotation line goes); purge drops the
+annotations of the messages it drops and keeps the others as they are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-from .codec import LineError, decode_line, encode_record, mark_archived
+from .codec import Completion, LineError, decode_entry, decode_line, encode_record, mark_archived, mark_completed
 from .errors import KodaFilesError
 from .fileops import atomic_write
 from .layout import parse_time, utc_now
-from .messagelog import ACTIVE, ARCHIVED, OTHER
+from .messagelog import ACTIVE, ARCHIVED, NOTE, OTHER
 from .session import SessionDir
 from .types import Message, Role
 
@@ -26,9 +31,11 @@ COMPACTION_HINT = (
     "above, which replaces it. Continue from there."
 )
 
-_DROP = 3  # a fourth kind, for purge
+_DROP = 4  # a fifth kind, for purge
 
 _MARK = b'"compacted_at"'  # every archived line has it; a line without it cannot be archived
+_DONE_MARK = b'"completed_at"'  # every completion annotation has it ...
+_ROLE_MARK = b'"role"'  # ... and no message line lacks this
 
 
 def _stat(s: SessionDir) -> os.stat_result:
@@ -38,33 +45,51 @@ def _stat(s: SessionDir) -> os.stat_result:
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
 
 
-def _classify(s: SessionDir) -> tuple[bytearray, int]:
-    """One byte per line saying what it is, and the largest id seen, decoding every line."""
+def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, str]]:
+    """One byte per line saying what it is, the largest id seen, and the completions to fold.
+
+    The last are by line index of the message: annotations that complete a message not yet
+    complete (the first wins), as `MessageLog` applies them.
+    """
     kinds = bytearray()
     largest = 0
+    where: dict[int, tuple[int, bool]] = {}  # id -> (line index, complete)
+    folds: dict[int, str] = {}
     for _, line in s.iter_lines():
         try:
-            m = decode_line(line, s.id) if line.strip() else None
+            m = decode_entry(line, s.id) if line.strip() else None
         except LineError:
             m = None
         if m is None:
             kinds.append(OTHER)
             continue
+        if type(m) is Completion:
+            target = where.get(m.id)
+            if target is None:
+                kinds.append(OTHER)
+                continue
+            kinds.append(NOTE)
+            if not target[1]:
+                folds[target[0]] = m.completed_at
+                where[m.id] = (target[0], True)
+            continue
+        assert type(m) is Message
+        where[m.id] = (len(kinds), m.completed_at is not None)
         largest = max(largest, m.id)
         kinds.append(ACTIVE if m.compacted_at is None else ARCHIVED)
-    return kinds, largest
+    return kinds, largest, folds
 
 
-def _classify_for_compaction(s: SessionDir) -> tuple[bytearray, int, os.stat_result]:
+def _classify_for_compaction(s: SessionDir) -> tuple[bytearray, int, dict[int, str], os.stat_result]:
     # A session in use has its log parsed already: its line kinds are free. A cold one is
     # streamed instead of parsed into memory, so a huge session compacts in flat memory.
     before = _stat(s)
     if s.log.exists:
         log = s.refresh()
         if log.matches(before):
-            return bytearray(log.kinds), log.largest_id, before
-    kinds, largest = _classify(s)
-    return kinds, largest, before
+            return bytearray(log.kinds), log.largest_id, dict(log.noted), before
+    kinds, largest, folds = _classify(s)
+    return kinds, largest, folds, before
 
 
 def _replace(s: SessionDir, before: os.stat_result, lines: Iterator[bytes]) -> None:
@@ -82,7 +107,7 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
     """Archive all active lines but the last `preserve`; summary and hint go before the kept tail."""
     if not os.path.lexists(s.messages_path):
         return 0  # a missing log reads as no messages: nothing to archive
-    kinds, largest, before = _classify_for_compaction(s)
+    kinds, largest, folds, before = _classify_for_compaction(s)
     to_archive = kinds.count(ACTIVE) - preserve
     if to_archive <= 0:
         return 0
@@ -96,7 +121,12 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
         seen = 0
         pending = True
         for index, (_, line) in enumerate(s.iter_lines()):
-            if index < len(kinds) and kinds[index] == ACTIVE:
+            kind = kinds[index] if index < len(kinds) else OTHER
+            if kind == NOTE:
+                continue  # folded into its message's line
+            if folds and index in folds:
+                line = mark_completed(line, folds[index])
+            if kind == ACTIVE:
                 seen += 1
                 if seen <= to_archive:
                     yield mark_archived(line, now) + b"\n"
@@ -127,8 +157,15 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
 
     before = _stat(s)
     kinds = bytearray()
+    notes: list[tuple[int, int]] = []  # (line index, message id) of completion annotations
+    dropped_ids: set[int] = set()
     for _, line in s.iter_lines():
         if _MARK not in line:
+            if _DONE_MARK in line and _ROLE_MARK not in line:
+                with contextlib.suppress(LineError):
+                    note = decode_entry(line, s.id)
+                    if type(note) is Completion:
+                        notes.append((len(kinds), note.id))
             kinds.append(OTHER)
             continue
         try:
@@ -136,10 +173,16 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
         except LineError:
             kinds.append(OTHER)
             continue
-        kinds.append(ACTIVE if m.compacted_at is None else kind(m))
+        what = ACTIVE if m.compacted_at is None else kind(m)
+        if what == _DROP:
+            dropped_ids.add(m.id)
+        kinds.append(what)
     dropped = kinds.count(_DROP)
     if not dropped:
         return 0
+    for index, msg_id in notes:
+        if msg_id in dropped_ids:
+            kinds[index] = _DROP  # the annotation of a message purged goes with it
 
     def lines() -> Iterator[bytes]:
         for index, (_, line) in enumerate(s.iter_lines()):
@@ -147,4 +190,7 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
                 yield line + b"\n"
 
     _replace(s, before, lines())
+    # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).
+    with contextlib.suppress(OSError):
+        os.utime(s.messages_path, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
     return dropped

@@ -64,11 +64,19 @@ class ContextCache:
         self._refs: dict[str, list[int]] = {}  # call id -> indices of the messages naming it
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
+        self._patches = 0  # how many entries of `patched` were applied
 
-    def update(self, active: Sequence[Message], generation: int) -> list[Message]:
-        """The sanitised context of `active` (a new list); `generation` changes when it was rewritten."""
+    def update(self, active: Sequence[Message], generation: int, patched: Sequence[int] = ()) -> list[Message]:
+        """The sanitised context of `active` (a new list); `generation` changes when it was rewritten.
+
+        `patched` lists, in order, the indices of `active` whose message was replaced in place by
+        a copy that differs only in `completed_at` (a completion annotation); it grows within a
+        generation. That field changes no verdict, so the kept copies are swapped in as they are.
+        """
         if generation != self._generation or len(active) < self._seen:
             self._reset(generation)
+        if len(patched) > self._patches:
+            self._swap(active, patched)
         if len(active) == self._seen:
             return list(self._out)
         earliest = self._seen
@@ -90,6 +98,14 @@ class ContextCache:
                 self._out.append(m)
                 self._out_index.append(index)
         return list(self._out)
+
+    def _swap(self, active: Sequence[Message], patched: Sequence[int]) -> None:
+        for index in patched[self._patches :]:
+            if index < self._seen:  # later ones are judged as new messages below
+                at = bisect_left(self._out_index, index)
+                if at < len(self._out_index) and self._out_index[at] == index:
+                    self._out[at] = active[index]
+        self._patches = len(patched)
 
     def _one_sided(self, call: str) -> bool:
         return (call in self._called) != (call in self._answered)

@@ -18,8 +18,8 @@ import orjson
 
 from .codec import LineError, decode_line, with_id
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import atomic_write, open_read, read_file, sync, truncate, write_all
-from .layout import LOCK_NAME, MESSAGES, METADATA, TODO
+from .fileops import atomic_write, open_read, read_file, sync, touch, truncate, write_all
+from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
 from .messagelog import MessageLog, read_backwards, split_lines
 from .sanitize import ContextCache
@@ -89,6 +89,8 @@ class SessionDir:
         self._messages_str = str(self.messages_path)
         self.header_path = path / METADATA
         self.todo_path = path / TODO
+        self.access_path = path / ACCESS
+        self._access_str = str(self.access_path)
         self.mutex = FileMutex(path / LOCK_NAME, self._check_dir)
         self.log = MessageLog(session_id, self.messages_path)
         self.context = ContextCache()
@@ -133,6 +135,16 @@ class SessionDir:
 
     def refresh(self) -> MessageLog:
         """The log cache, up to date; an absent session reads as empty."""
+        if self.log.exists:
+            # The file at the path is the one already parsed (same inode): it is this session's,
+            # whatever the path resolves through, so one stat is the whole check.
+            try:
+                st = os.stat(self._messages_str, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and (st.st_ino, st.st_dev) == (self.log.ino, self.log.dev):
+                self.log.refresh(self._tail_is_torn, st)
+                return self.log
         if not self.is_dir():
             if self.log.exists or self.log.messages:
                 self.log = MessageLog(self.id, self.messages_path)
@@ -143,7 +155,21 @@ class SessionDir:
     def load_context(self) -> list[Message]:
         """The sanitised active messages, re-judging only what changed since the last call."""
         log = self.refresh()
-        return self.context.update(log.active, log.generation)
+        context = self.context.update(log.active, log.generation, log.patched)
+        if log.exists:
+            self.note_access()
+        return context
+
+    def note_access(self) -> None:
+        """Record a read of the session for its idle time: the mtime of `.access` becomes now.
+
+        One `utimensat` (no data, no lock, right across processes); an error (a read-only root,
+        the session deleted meanwhile) only means the access is not recorded.
+        """
+        try:  # noqa: SIM105 - try/except is cheaper than contextlib.suppress on this hot path
+            touch(self._access_str)
+        except OSError:
+            pass
 
     def newest_first(self) -> Generator[Message, None, None]:
         """Messages last to first: from the cache when it is loaded, else read backwards from the end.
@@ -189,6 +215,32 @@ class SessionDir:
         if ends_clean:
             self.log.note_append(line, size, ino)
         return msg_id
+
+    def append_line(self, line: bytes) -> None:
+        """Append a whole `\\n`-terminated line that is not a new message (a completion annotation).
+
+        Same rules as `append`, under the held lock: a torn tail gets a newline first, and on
+        error the file is cut back to its old size. No id is allocated.
+        """
+        fd, ino, size = self._append_fd()
+        if (ino, size) == self._known:
+            last_id, ends_clean = self._last_id, True
+        else:
+            last_id, ends_clean = last_id_in(fd, size, self.id)
+        data = line if ends_clean else b"\n" + line
+        try:
+            write_all(fd, data)
+            if self.durable:
+                sync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                truncate(fd, size)
+            self._known = (-1, -1)
+            raise
+        self._known = (ino, size + len(data))
+        self._last_id = last_id
+        if ends_clean:
+            self.log.note_append(line, size, ino)
 
     def _append_fd(self) -> tuple[int, int, int]:
         """(descriptor, inode, size) of the log as it is now, reopened if it was replaced."""

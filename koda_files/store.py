@@ -7,41 +7,48 @@ session are serialised by that session's lock; reads take no lock.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from .check import CheckReport, check_store
-from .codec import check_text, encode_new
-from .errors import KodaFilesError
-from .fileops import atomic_write, fsync_dir, make_dir, read_file, remove_tree, rename
+from .codec import check_int, check_text, encode_completion, encode_new
+from .errors import KodaFilesError, SessionNotFoundError
+from .fileops import atomic_write, fsync_dir, make_dir, read_file, remove_tree, rename, touch
 from .ids import IdAllocator
 from .index import SessionIndex
 from .layout import (
+    ACCESS,
     LAYOUT_FILE,
     LAYOUT_VERSION,
+    MESSAGES,
     METADATA,
     SESSION_ID_PATTERN,
     SESSIONS,
     default_root,
     new_session_id,
+    parse_time,
     utc_now,
     validate_session_id,
 )
+from .messagelog import read_backwards
 from .protocol import RoleLike, StrPath
 from .rewrite import compact_lines, purge_lines
 from .sanitize import has_tool_calls
 from .scan import largest_id, user_messages
 from .session import SessionDir, encode_header
-from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .types import CompactedStats, Interruption, Message, Role, SessionInfo, SessionUsage, TokenUsage
 from .usage import sum_usage, usage_by_agent
 
 __all__ = ["FileStore"]
@@ -51,6 +58,8 @@ log = logging.getLogger("koda_files")
 _DURABILITY = ("flush", "fsync")
 _TODO_KEY = "todo"
 _MAX_HANDLES = 64
+_PURGE_THREADS = 8
+_T = TypeVar("_T")
 
 
 class FileStore:
@@ -72,6 +81,8 @@ class FileStore:
         self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
         self._index = SessionIndex(self.root)
         self._root_ready = False
+        # (session, id) of this process's last insert: where `mark_message_complete` looks first.
+        self._last_append: tuple[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
@@ -211,7 +222,12 @@ class FileStore:
         for created, sid, header in heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])):
             n = self._index.summary(sid)
             agent = str(header.get("agent_name") or "")
-            out.append(SessionInfo(sid, agent, created, n.count, n.tokens, header.get("project_root")))
+            out.append(
+                SessionInfo(
+                    sid, agent, created, n.count, n.tokens, header.get("project_root"),
+                    _text_or_none(header.get("title")), _text_or_none(header.get("mode")),
+                )
+            )  # fmt: skip
         self._index.save(ids)
         return out
 
@@ -266,9 +282,11 @@ class FileStore:
         try:
             handle.lock()
             try:
-                return handle.append(line, self._ids.take)
+                msg_id = handle.append(line, self._ids.take)
             finally:
                 handle.mutex.release()
+            self._last_append = (session_id, msg_id)
+            return msg_id
         finally:
             self._release(handle)
 
@@ -290,12 +308,26 @@ class FileStore:
         _check_limit(limit)
         return user_messages(self._sessions_dir, self._session_ids(), limit)
 
+    def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
+        """`pick` applied to messages last to first; the first answer that is not None."""
+        validate_session_id(session_id)
+        handle = self._acquire(session_id)  # the query path of every turn: no context managers
+        try:
+            messages = handle.newest_first()
+            try:
+                for m in messages:
+                    answer = pick(m)
+                    if answer is not None:
+                        return answer
+                return None
+            finally:
+                messages.close()
+        finally:
+            self._release(handle)
+
     def _last_content(self, session_id: str, role: Role) -> str:
-        with self._session(session_id) as s, closing(s.newest_first()) as messages:
-            for m in messages:
-                if m.role is role and m.content is not None:
-                    return m.content
-        return ""
+        content = self._newest(session_id, lambda m: m.content if m.role is role else None)
+        return content or ""
 
     def last_assistant_message(self, session_id: str) -> str:
         """Content of the last assistant message with content; "" if none."""
@@ -307,11 +339,11 @@ class FileStore:
 
     def has_pending_tool_calls(self, session_id: str) -> bool:
         """True when the last active message is an assistant message with tool calls."""
-        with self._session(session_id) as s, closing(s.newest_first()) as messages:
-            for m in messages:
-                if m.compacted_at is None:
-                    return m.role is Role.ASSISTANT and has_tool_calls(m)
-        return False
+        pending = self._newest(
+            session_id,
+            lambda m: None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m)),
+        )
+        return bool(pending)
 
     # ── usage ──
 
@@ -361,21 +393,28 @@ class FileStore:
             raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
         if min_age_days < 0:
             raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
-        removed = 0
-        for sid in self._session_ids():
-            if not self._index.summary(sid).archived:
-                continue  # nothing archived: no need to lock it
-            with self._session(sid) as s:
-                try:
-                    with s.locked():
-                        n = purge_lines(s, min_age_days)
-                except KodaFilesError as exc:
-                    log.warning("%s; session skipped by purge", exc)
-                    continue
-                if n:
-                    s.forget_appends()
-                removed += n
-        return removed
+        ids = self._session_ids()
+        candidates = [sid for sid in ids if self._index.summary(sid).archived]
+        self._index.save(ids)
+        if not candidates:
+            return 0
+        # Each session is rewritten on its own (temp file, fsync, rename); run them side by
+        # side so the file system can commit their fsyncs together instead of one by one.
+        with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
+            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days), candidates))
+        return sum(counts)
+
+    def _purge_one(self, session_id: str, min_age_days: int) -> int:
+        with self._session(session_id) as s:
+            try:
+                with s.locked():
+                    n = purge_lines(s, min_age_days)
+            except KodaFilesError as exc:
+                log.warning("%s; session skipped by purge", exc)
+                return 0
+            if n:
+                s.forget_appends()
+            return n
 
     # ── metadata and todo ──
 
@@ -418,11 +457,169 @@ class FileStore:
         with self._session(session_id) as s, s.locked():
             s.write_todo(content)
 
+    # ── titles, approval modes, idle time, completion, interruption ──
+
+    def _get_header_text(self, session_id: str, name: str) -> str | None:
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                return None
+            value = s.header().get(name)
+        return value if isinstance(value, str) else None
+
+    def _set_header_text(self, session_id: str, name: str, value: str) -> None:
+        # The same locked, atomic rewrite of `metadata.json` as `set_metadata`.
+        with self._session(session_id) as s, s.locked():
+            header = s.header()
+            if header.get(name) == value:
+                return
+            header[name] = value
+            s.write_header(header)
+
+    def set_session_title(self, session_id: str, title: str) -> None:
+        """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
+        check_text("title", title, optional=False)
+        self._set_header_text(session_id, "title", title)
+
+    def get_session_title(self, session_id: str) -> str | None:
+        """The session's title, or None (also for a session that does not exist)."""
+        return self._get_header_text(session_id, "title")
+
+    def set_session_mode(self, session_id: str, mode: str) -> None:
+        """Set the approval mode a resumed session restores (key `"mode"` of `metadata.json`). Atomic."""
+        check_text("mode", mode, optional=False)
+        self._set_header_text(session_id, "mode", mode)
+
+    def get_session_mode(self, session_id: str) -> str | None:
+        """The session's approval mode, or None (also for a session that does not exist)."""
+        return self._get_header_text(session_id, "mode")
+
+    def _last_access_ns(self, session_id: str) -> int | None:
+        # An insert (or a completion mark) moves the mtime of a non-empty messages.jsonl; a
+        # load_context moves that of `.access`. A new session's log is empty: it does not count.
+        validate_session_id(session_id)
+        directory = f"{self._sessions_dir}/{session_id}"
+        times = []
+        with contextlib.suppress(OSError):
+            st = os.stat(f"{directory}/{MESSAGES}", follow_symlinks=False)
+            if st.st_size > 0:
+                times.append(st.st_mtime_ns)
+        with contextlib.suppress(OSError):
+            times.append(os.stat(f"{directory}/{ACCESS}", follow_symlinks=False).st_mtime_ns)
+        return max(times) if times else None
+
+    def get_session_idle_secs(self, session_id: str) -> int | None:
+        """Whole seconds since the last insert or `load_context` of the session; None if never."""
+        last = self._last_access_ns(session_id)
+        if last is None:
+            return None
+        return max(0, (time.time_ns() - last) // 1_000_000_000)
+
+    def session_last_accessed(self, session_id: str) -> str | None:
+        """When the session was last accessed (see `get_session_idle_secs`), as ISO 8601 UTC; or None."""
+        last = self._last_access_ns(session_id)
+        if last is None:
+            return None
+        seconds, nanos = divmod(last, 1_000_000_000)
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos // 1000:06d}Z"
+
+    def set_session_last_accessed(self, session_id: str, when: str) -> None:
+        """Record an access at `when` (ISO 8601, e.g. from an import), not now.
+
+        Sets the mtime of `.access` and of a non-empty `messages.jsonl` to `when`, but never the
+        latter to before its newest message's `created_at` (whole-store scans rely on that).
+        """
+        moment = parse_time(when) if isinstance(when, str) else None
+        if moment is None:
+            raise ValueError(f"not an ISO 8601 time: {when!r}")
+        at_ns = int(moment.timestamp() * 1_000_000) * 1000
+        with self._session(session_id) as s, s.locked():
+            newest = next(iter(s.newest_first()), None)
+            created = parse_time(newest.created_at or "") if newest is not None else None
+            log_ns = max(at_ns, int(created.timestamp() * 1_000_000) * 1000) if created else at_ns
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(s.messages_path, follow_symlinks=False).st_size > 0:
+                    os.utime(s.messages_path, ns=(log_ns, log_ns), follow_symlinks=False)
+            touch(s.access_path)
+            os.utime(s.access_path, ns=(at_ns, at_ns), follow_symlinks=False)
+
+    def mark_message_complete(self, message_id: int) -> None:
+        """Record that message `message_id` is complete: its `completed_at` becomes now.
+
+        An annotation line is appended to its session's log (message lines are never edited in
+        place). Marking a complete message again changes nothing. Fast for this process's last
+        insert; otherwise sessions are searched newest first, each read backwards from its end.
+        An id found in no session raises `KodaFilesError`.
+        """
+        check_int("message_id", message_id)
+        stamp = utc_now()
+        tried: set[str] = set()
+        for sid in self._likely_sessions(message_id):
+            if sid not in tried:
+                tried.add(sid)
+                if self._complete_in(sid, message_id, stamp):
+                    return
+        mtimes = []
+        for sid in self._session_ids():
+            if sid not in tried:
+                with contextlib.suppress(OSError):
+                    mtimes.append((os.stat(f"{self._sessions_dir}/{sid}/{MESSAGES}").st_mtime_ns, sid))
+        for _, sid in sorted(mtimes, reverse=True):
+            with contextlib.closing(read_backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
+                found = any(m.id == message_id for m in newest_first)
+            if found and self._complete_in(sid, message_id, stamp):
+                return
+        raise KodaFilesError(f"message {message_id}: no such message in any session under {self._sessions_dir}")
+
+    def _likely_sessions(self, message_id: int) -> list[str]:
+        """Sessions known in memory to hold `message_id`: the last insert, then parsed logs."""
+        out = []
+        last = self._last_append
+        if last is not None and last[1] == message_id:
+            out.append(last[0])
+        with self._handles_lock:
+            out += [sid for sid, h in self._handles.items() if h.log.exists and message_id in h.log.where]
+        return out
+
+    def _complete_in(self, session_id: str, message_id: int, stamp: str) -> bool:
+        """Mark the message complete if this session holds it (checked under its lock)."""
+        with self._session(session_id) as s:
+            try:
+                with s.locked():
+                    if s.log.exists:
+                        log = s.refresh()
+                        index = log.where.get(message_id)
+                        found = None if index is None else log.messages[index]
+                    else:
+                        with contextlib.closing(s.newest_first()) as newest_first:
+                            found = next((m for m in newest_first if m.id == message_id), None)
+                    if found is None:
+                        return False
+                    if found.completed_at is None:
+                        s.append_line(encode_completion(message_id, stamp))
+                    return True
+            except SessionNotFoundError:
+                return False  # deleted meanwhile
+
+    def detect_interruption(self, session_id: str) -> Interruption | None:
+        """How the session was left: an unanswered prompt, an unanswered tool result, or None."""
+        last = self._newest(session_id, lambda m: m if m.compacted_at is None else None)
+        if last is None:
+            return None
+        if last.role is Role.USER:
+            return Interruption("prompt", (last.content or "")[:80])
+        if last.role is Role.TOOL:
+            return Interruption("tool")
+        return None
+
     # ── integrity ──
 
     def check(self, repair: bool = False) -> CheckReport:
         """Report damage and crash leftovers per session; `repair=True` quarantines and cleans them."""
         return check_store(self, repair)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _check_limit(limit: int) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CompactedStats",
+    "Interruption",
     "Message",
     "Role",
     "SessionInfo",
@@ -59,6 +60,7 @@ class Message:
     agent_name: str | None = None
     created_at: str | None = None
     compacted_at: str | None = None
+    completed_at: str | None = None  # set by `mark_message_complete`; None: in progress or interrupted
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class SessionInfo:
     message_count: int
     total_tokens: int
     project_root: str | None = None
+    title: str | None = None
+    mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,16 @@ class CompactedStats:
     session_count: int = 0
     size_bytes: int = 0
     oldest: str | None = None
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """What `detect_interruption` found at the end of a session, for a banner on resume.
+
+    `kind` is `"prompt"` when the last active message is a user message nobody answered (then
+    `preview` holds its first 80 characters) and `"tool"` when it is a tool result the assistant
+    never answered (`preview` is None).
+    """
+
+    kind: str
+    preview: str | None = None

@@ -1,0 +1,324 @@
+"""The `koda-files` command, run as a real subprocess through its entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _helpers import snapshot, tool_calls_json
+
+from koda_files import FileStore, Role, TokenUsage
+
+SCRIPT = Path(sys.executable).parent / "koda-files"  # the installed console script
+COMMANDS = [
+    "path", "sessions", "show", "usage", "todo", "compact", "delete", "stats", "purge", "check",
+    "import-sqlite", "export-sqlite",
+]  # fmt: skip
+
+
+def env_for(tmp_path: Path, root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NO_COLOR", None)
+    env.update(
+        KODA_FILES_DIR=str(root),
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+    )
+    env.update(extra)
+    return env
+
+
+class Cli:
+    def __init__(self, tmp_path: Path, root: Path) -> None:
+        self.tmp_path = tmp_path
+        self.root = root
+        self.cwd = tmp_path / "proj"
+        self.cwd.mkdir(exist_ok=True)
+
+    def run(
+        self, *args: str, input: str | None = None, script: bool = False, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(SCRIPT)] if script else [sys.executable, "-m", "koda_files"]
+        return subprocess.run(
+            [*cmd, *args], capture_output=True, text=True, input=input, cwd=self.cwd,
+            env=env_for(self.tmp_path, self.root, **extra), timeout=120,
+        )  # fmt: skip
+
+    def ok(self, *args: str, **kw: Any) -> str:
+        r = self.run(*args, **kw)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def json(self, *args: str, **kw: Any) -> Any:
+        return json.loads(self.ok("--json", *args, **kw))
+
+    def fails(self, code: int, *args: str, **kw: Any) -> str:
+        r = self.run(*args, **kw)
+        assert r.returncode == code, (r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr  # one clear line
+        return lines[0]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path, tmp_path / "root")
+
+
+@pytest.fixture
+def sessions(cli: Cli) -> tuple[str, str]:
+    """Two sessions of the project in cli.cwd, one compacted with a todo, and one elsewhere."""
+    store = FileStore(cli.root)
+    a = store.create_session("main", cli.cwd)
+    store.insert_message(a, Role.SYSTEM, "You are koda.")
+    store.insert_message(a, Role.USER, "Which files?\nsecond line")
+    store.insert_message(a, Role.ASSISTANT, "Looking.", tool_calls_json("c1"), usage=TokenUsage(100, 10))
+    store.insert_message(a, Role.TOOL, "\n".join(f"file{i}.py" for i in range(20)), tool_call_id="c1")
+    store.insert_message_with_agent(a, Role.ASSISTANT, "Twenty files.", None, None, TokenUsage(50, 5), "sub")
+    store.set_todo(a, "- [ ] tests\n")
+    store.compact_session(a, "They asked about files.", 1)
+    b = store.create_session("helper", cli.tmp_path / "elsewhere")
+    store.insert_message(b, Role.USER, "other project")
+    return a, b
+
+
+def test_help_of_every_command_has_an_example(cli: Cli) -> None:
+    top = cli.ok("--help")
+    for command in COMMANDS:
+        assert command in top
+        text = cli.ok(command, "--help")
+        assert "example" in text and f"koda-files {command}" in text, command
+
+
+def test_version_and_path_through_the_installed_script(cli: Cli) -> None:
+    assert SCRIPT.exists()
+    assert cli.ok("--version", script=True).strip() == "koda-files 0.1.0"
+    assert cli.ok("path", script=True).strip() == str(cli.root)
+    assert cli.json("path", script=True) == {"root": str(cli.root)}
+    other = cli.tmp_path / "other"
+    assert cli.ok("--root", str(other), "path").strip() == str(other)
+    assert cli.ok("path", "--root", str(other)).strip() == str(other)  # global options after the command too
+
+
+def test_sessions(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    rows = cli.json("sessions")
+    assert [r["id"] for r in rows] == [a]
+    row = rows[0]
+    assert (row["agent_name"], row["message_count"], row["total_tokens"]) == ("main", 7, 165)
+    assert row["title"] == "Which files?"
+    assert [r["id"] for r in cli.json("sessions", "--all")] == [b, a]  # newest first
+    assert [r["id"] for r in cli.json("sessions", "--all", "--limit", "1")] == [b]
+    assert [r["id"] for r in cli.json("sessions", "--project", str(cli.tmp_path / "elsewhere"))] == [b]
+    table = cli.ok("sessions", "--all", script=True)
+    assert "ID" in table and a in table and b in table and "Which files?" in table
+    assert "\x1b[" not in table  # not a terminal: no colour
+
+
+def test_show(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    text = cli.ok("show", a)
+    assert "── summary" in text and "They asked about files." in text and "compaction note" in text
+    assert "Twenty files." in text and "Which files?" not in text  # archived ones hidden
+    assert "1 more" not in text
+    shared = next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
+    unique = a[: shared + 1]  # ids made in one millisecond share 13+ characters
+    full = cli.ok("show", unique, "--all")  # a unique prefix works
+    assert "Which files?" in full and "archived" in full
+    assert '→ read_file(path="a.py")  [c1]' in full
+    assert "… 14 more lines" in full  # tool output kept short
+    raw = cli.ok("show", a, "--raw", "--all").splitlines()
+    assert [json.loads(line)["id"] for line in raw] == [m.id for m in FileStore(cli.root).load_all_messages(a)]
+    active_raw = cli.ok("show", a, "--raw").splitlines()
+    assert all("compacted_at" not in json.loads(line) for line in active_raw) and len(active_raw) == 3
+    messages = cli.json("show", a, "--all")
+    assert len(messages) == 7 and messages[0]["role"] == "system" and messages[0]["compacted_at"]
+    assert cli.ok("show", a, script=True) == text
+
+
+def test_session_prefixes_unknown_and_ambiguous(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    common = next((a[:i] for i in range(len(a), 0, -1) if b.startswith(a[:i])), "")
+    assert common  # UUIDv7 ids made together share their time prefix
+    line = cli.fails(1, "show", common)
+    assert "ambiguous" in line and a in line and b in line
+    assert "no session matches 'zzz'" in cli.fails(1, "usage", "zzz")
+    assert "invalid session id" in cli.fails(1, "show", "../etc")
+    assert cli.json("usage", a[: len(common) + 1])["session_id"] == a
+
+
+def test_usage(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, _ = sessions
+    data = cli.json("usage", a)
+    assert data["total"]["prompt_tokens"] == 150 and data["total"]["api_calls"] == 2
+    assert [(r["agent"], r["prompt_tokens"]) for r in data["by_agent"]] == [("main", 100), ("sub", 50)]
+    text = cli.ok("usage", a, script=True)
+    assert "total" in text and "sub" in text and "150" in text
+
+
+def test_todo(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    assert cli.ok("todo", a) == "- [ ] tests\n"
+    assert cli.json("todo", b) == {"session_id": b, "todo": None}
+    cli.ok("todo", b, "--set", "- [ ] one")
+    assert FileStore(cli.root).get_todo(b) == "- [ ] one"
+    source = cli.tmp_path / "todo.txt"
+    source.write_text("- [x] from a file\n", encoding="utf-8")
+    cli.ok("todo", b, "--set-file", str(source), script=True)
+    assert FileStore(cli.root).get_todo(b) == "- [x] from a file\n"
+    cli.ok("todo", b, "--set-file", "-", input="from stdin\n")
+    assert FileStore(cli.root).get_todo(b) == "from stdin\n"
+    assert cli.run("todo", a, "--set", "x", "--edit").returncode == 2
+
+
+def test_todo_edit_runs_the_editor_on_todo_md(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    editor = cli.tmp_path / "editor.py"
+    editor.write_text(
+        "import sys\np = sys.argv[1]\ntext = open(p).read()\n"
+        "open(p, 'w').write(text + '- [ ] added by the editor\\n')\n"
+    )
+    cli.ok("todo", a, "--edit", EDITOR=f"{sys.executable} {editor}", VISUAL="")
+    assert FileStore(cli.root).get_todo(a) == "- [ ] tests\n- [ ] added by the editor\n"
+    cli.ok("todo", b, "--edit", VISUAL=f"{sys.executable} {editor}")  # a session without todo.md yet
+    path = cli.root / "sessions" / b / "todo.md"
+    assert path.read_text() == "- [ ] added by the editor\n" and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert "exited with status 3" in cli.fails(1, "todo", a, "--edit", EDITOR=f"{sys.executable} -c 'exit(3)'")
+
+
+def test_compact(cli: Cli, sessions: tuple[str, str]) -> None:
+    _, b = sessions
+    store = FileStore(cli.root)
+    for i in range(5):
+        store.insert_message(b, Role.USER, f"m{i}")
+    assert cli.json("compact", b, "--summary", "short", "--keep", "2") == {"session_id": b, "archived": 4}
+    context = store.load_context(b)
+    assert [m.content for m in context][:1] == ["short"] and len(context) == 4
+    assert cli.ok("compact", b, "--summary", "again", "--keep", "10", script=True).strip() == "nothing to compact"
+    assert cli.run("compact", b).returncode == 2  # --summary is required
+    assert cli.run("compact", b, "--summary", "x", "--keep", "-1").returncode == 2
+
+
+def test_delete(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    assert "--yes" in cli.fails(2, "delete", b)  # stdin is not a terminal: never deletes unasked
+    assert (cli.root / "sessions" / b).is_dir()
+    assert cli.json("delete", b, "--yes") == {"session_id": b, "deleted": True}
+    assert not (cli.root / "sessions" / b).exists()
+    cli.ok("delete", a[:12], "--yes", script=True)
+    assert not (cli.root / "sessions" / a).exists()
+    cli.fails(1, "delete", a, "--yes")
+
+
+def test_stats(cli: Cli, sessions: tuple[str, str]) -> None:
+    data = cli.json("stats")
+    assert (data["sessions"], data["messages"], data["archived_messages"]) == (2, 8, 4)
+    assert data["bytes_on_disk"] > 0
+    assert data["compacted"]["message_count"] == 4 and data["compacted"]["session_count"] == 1
+    assert "sessions" in cli.ok("stats", script=True)
+
+
+def test_purge(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, _ = sessions
+    before = snapshot(cli.root)
+    dry = cli.json("purge", "--older-than", "0", "--dry-run")
+    assert (dry["messages"], dry["sessions"], dry["deleted"]) == (4, [a], None) and dry["bytes"] > 0
+    assert "would delete 4 archived messages" in cli.ok("purge", "--older-than", "0", "--dry-run", script=True)
+    assert cli.json("purge", "--older-than", "30", "--yes")["messages"] == 0  # none that old
+    assert "--yes" in cli.fails(2, "purge", "--older-than", "0")
+    assert snapshot(cli.root) == before  # nothing changed
+    assert cli.json("purge", "--older-than", "0", "--yes")["deleted"] == 4
+    assert len(FileStore(cli.root).load_all_messages(a)) == 3
+    assert cli.run("purge").returncode == 2
+
+
+def test_check(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, _ = sessions
+    data = cli.json("check")
+    assert data["ok"] is True and data["sessions"] == 2 and data["problems"] == []
+    assert "ok" in cli.ok("check", script=True)
+    with open(cli.root / "sessions" / a / "messages.jsonl", "ab") as f:
+        f.write(b"this is not json\n")
+    r = cli.run("--json", "check")
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert report["ok"] is False and any(p["session_id"] == a for p in report["problems"])
+
+
+def test_export_and_import_sqlite(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    db = cli.tmp_path / "koda.db"
+    out = cli.json("export-sqlite", str(db))
+    assert (out["sessions"], out["messages"], out["todos"]) == (2, 8, 1)
+    assert "refusing to overwrite" in cli.fails(1, "export-sqlite", str(db))
+    other = cli.tmp_path / "other-root"
+    data = cli.json("--root", str(other), "import-sqlite", str(db))
+    assert sorted(data["imported"]) == sorted([a, b]) and data["messages"] == 8 and data["todos"] == 1
+    again = cli.ok("--root", str(other), "import-sqlite", str(db), script=True)
+    assert "skipped 2 sessions already present" in again
+    replaced = cli.json("--root", str(other), "import-sqlite", str(db), "--replace")
+    assert sorted(replaced["replaced"]) == sorted([a, b])
+    # The default database is koda's, under $XDG_CONFIG_HOME.
+    koda_db = cli.tmp_path / "config" / "koda" / "db" / "koda.db"
+    koda_db.parent.mkdir(parents=True)
+    conn = sqlite3.connect(db)
+    conn.execute("VACUUM INTO ?", (str(koda_db),))
+    conn.close()
+    third = cli.json("--root", str(cli.tmp_path / "third"), "import-sqlite")
+    assert third["db"] == str(koda_db) and len(third["imported"]) == 2
+    line = cli.fails(1, "import-sqlite", str(cli.tmp_path / "missing.db"))
+    assert "missing.db" in line
+
+
+def test_usage_errors_exit_2_with_one_line(cli: Cli) -> None:
+    assert "invalid choice" in cli.fails(2, "frobnicate")
+    cli.fails(2, "show")
+    assert "invalid count" in cli.fails(2, "sessions", "--limit", "many")
+    assert cli.run().returncode == 2
+
+
+def test_debug_shows_the_traceback(cli: Cli) -> None:
+    r = cli.run("--debug", "show", "zzz")
+    assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def _run_in_terminal(cli: Cli, *args: str, **extra: str) -> bytes:
+    """Run with stdout on a pseudo-terminal; returns what it printed."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "koda_files", *args], stdout=slave, stderr=subprocess.PIPE, cwd=cli.cwd,
+        env=env_for(cli.tmp_path, cli.root, **extra),
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return out
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, _ = sessions
+    coloured = _run_in_terminal(cli, "show", a)
+    assert b"\x1b[" in coloured and b"Twenty files." in coloured
+    plain = _run_in_terminal(cli, "show", a, NO_COLOR="1")
+    assert b"\x1b[" not in plain and b"Twenty files." in plain

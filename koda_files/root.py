@@ -1,0 +1,176 @@
+"""`StoreRoot`: what every store operation stands on: the root directory and per-session handles.
+
+It creates the root on first write and checks its layout version, lists session directories
+(leaving out dot-entries, symlinks and names that are not ids), keeps a bounded cache of
+`SessionDir` handles (descriptors and parsed logs of the sessions used last), and owns the id
+allocator and the derived session index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from .errors import KodaFilesError
+from .fileops import atomic_write, make_dir, read_file
+from .ids import IdAllocator
+from .index import SessionIndex
+from .layout import LAYOUT_FILE, LAYOUT_VERSION, SESSION_ID_PATTERN, SESSIONS, default_root, validate_session_id
+from .protocol import StrPath
+from .scan import largest_id
+from .session import SessionDir, encode_header
+from .types import Message
+
+__all__ = ["StoreRoot", "check_limit"]
+
+log = logging.getLogger("koda_files")
+
+_DURABILITY = ("flush", "fsync")
+_MAX_HANDLES = 64
+_T = TypeVar("_T")
+
+
+class StoreRoot:
+    """The root of a store and the handles of its sessions; `FileStore` builds on it."""
+
+    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be 'flush' or 'fsync', not {durability!r}")
+        self.root = Path(os.path.abspath(root if root is not None else default_root()))
+        self.durability = durability
+        self._sessions_dir = self.root / SESSIONS
+        self._handles: OrderedDict[str, SessionDir] = OrderedDict()
+        self._handles_lock = threading.Lock()
+        self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
+        self._index = SessionIndex(self.root)
+        self._root_ready = False
+        # (session, id) of this process's last insert: where `mark_message_complete` looks first.
+        self._last_append: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
+
+    def close(self) -> None:
+        """Close cached descriptors; the store stays usable and reopens them on demand."""
+        with self._handles_lock:
+            for handle in self._handles.values():
+                handle.close()
+            self._handles.clear()
+
+    def _acquire(self, session_id: str) -> SessionDir:
+        """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
+        with self._handles_lock:
+            handle = self._handles.get(session_id)
+            if handle is None:
+                handle = SessionDir(session_id, self._sessions_dir / session_id, self.durability == "fsync")
+                self._handles[session_id] = handle
+                self._evict()
+            else:
+                self._handles.move_to_end(session_id)
+            handle.users += 1
+        return handle
+
+    @contextmanager
+    def _session(self, session_id: str) -> Iterator[SessionDir]:
+        validate_session_id(session_id)
+        handle = self._acquire(session_id)
+        try:
+            yield handle
+        finally:
+            self._release(handle)
+
+    def _release(self, handle: SessionDir) -> None:
+        with self._handles_lock:
+            handle.users -= 1
+
+    def _evict(self) -> None:
+        # Keep descriptors and parsed logs for the sessions used last; others are closed.
+        for key in list(self._handles)[: max(0, len(self._handles) - _MAX_HANDLES)]:
+            if self._handles[key].users == 0:
+                self._handles.pop(key).close()
+
+    def _ensure_root(self) -> None:
+        """Create the root, `sessions/` and the layout marker on first write; check the version."""
+        if self._root_ready:
+            return
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        marker = self.root / LAYOUT_FILE
+        raw = read_file(marker)
+        if raw is None:
+            atomic_write(marker, [encode_header({"format": "koda-files", "layout": LAYOUT_VERSION})])
+        else:
+            self._check_layout(marker, raw)
+        make_dir(self._sessions_dir)
+        self._root_ready = True
+
+    @staticmethod
+    def _check_layout(marker: Path, raw: bytes) -> None:
+        try:
+            version = orjson.loads(raw).get("layout")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise KodaFilesError(f"{marker} does not parse; expected a koda-files layout marker") from None
+        if not isinstance(version, int) or version > LAYOUT_VERSION:
+            raise KodaFilesError(
+                f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"
+            )
+
+    def _session_ids(self) -> list[str]:
+        """Ids of the session directories under the root (dot-entries and symlinks left out)."""
+        try:
+            entries = list(os.scandir(self._sessions_dir))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                log.warning("%s: not a session directory, ignored", entry.path)
+                continue
+            if SESSION_ID_PATTERN.fullmatch(entry.name) is None:
+                log.warning("%s: not a valid session id, ignored", entry.path)
+                continue
+            ids.append(entry.name)
+        return ids
+
+    def _largest_id(self) -> int:
+        return max((largest_id(self._sessions_dir / sid) for sid in self._session_ids()), default=0)
+
+    def _update_header(self, session_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite `metadata.json` (locked, atomic) if `change` edits the header and says so."""
+        with self._session(session_id) as s, s.locked():
+            header = s.header()
+            if change(header):
+                s.write_header(header)
+
+    def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
+        """`pick` applied to messages last to first; the first answer that is not None."""
+        validate_session_id(session_id)
+        handle = self._acquire(session_id)  # the query path of every turn: no context managers
+        try:
+            messages = handle.newest_first()
+            try:
+                for m in messages:
+                    answer = pick(m)
+                    if answer is not None:
+                        return answer
+                return None
+            finally:
+                messages.close()
+        finally:
+            self._release(handle)
+
+
+def check_limit(limit: int) -> None:
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

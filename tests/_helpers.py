@@ -1,0 +1,229 @@
+"""Shared helpers of the contract and model tests: on-disk paths, snapshots, the sanitising model."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from koda_files import Message, Role
+
+ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
+
+
+def sessions_dir(root: Path) -> Path:
+    return root / "sessions"
+
+
+def session_dir(root: Path, sid: str) -> Path:
+    return root / "sessions" / sid
+
+
+def messages_path(root: Path, sid: str) -> Path:
+    return session_dir(root, sid) / "messages.jsonl"
+
+
+def metadata_path(root: Path, sid: str) -> Path:
+    return session_dir(root, sid) / "metadata.json"
+
+
+def todo_path(root: Path, sid: str) -> Path:
+    return session_dir(root, sid) / "todo.md"
+
+
+def raw_lines(path: Path) -> list[bytes]:
+    """The `\\n`-separated lines of a file (a torn last line included), without terminators."""
+    data = path.read_bytes()
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file parsed with the standard library (each must be an object)."""
+    out: list[dict[str, Any]] = []
+    for line in raw_lines(path):
+        obj = json.loads(line.decode("utf-8"))
+        assert isinstance(obj, dict), line
+        out.append(obj)
+    return out
+
+
+def snapshot(root: Path, *, include_dot_files: bool = True) -> dict[str, bytes | str | None]:
+    """Every entry under `root`: file bytes, `"->target"` for symlinks, None for directories."""
+    snap: dict[str, bytes | str | None] = {}
+    if not root.exists():
+        return snap
+    for dirpath, dirnames, filenames in os.walk(root):
+        base = Path(dirpath)
+        for name in dirnames + filenames:
+            p = base / name
+            rel = str(p.relative_to(root))
+            if not include_dot_files and any(part.startswith(".") for part in Path(rel).parts):
+                continue
+            if p.is_symlink():
+                snap[rel] = "->" + os.readlink(p)
+            elif p.is_dir():
+                snap[rel] = None
+            else:
+                snap[rel] = p.read_bytes()
+    return snap
+
+
+def tool_calls_json(*call_ids: str) -> str:
+    """A koda/OpenAI-style `tool_calls` value calling the given ids."""
+    return json.dumps(
+        [
+            {
+                "id": cid,
+                "type": "function",
+                "function": {"name": "read_file", "arguments": '{"path": "a.py"}'},
+            }
+            for cid in call_ids
+        ]
+    )
+
+
+def parse_iso_utc(value: str) -> datetime:
+    """Parse an ISO 8601 UTC timestamp (`Z` or `+00:00`); fail on anything else."""
+    assert ISO_UTC.match(value), f"not an ISO 8601 UTC timestamp: {value!r}"
+    text = value[:-1] + "+00:00" if value.endswith("Z") else value
+    # Python 3.10's fromisoformat takes at most 6 fractional digits.
+    m = re.match(r"^(.*\.\d{6})\d*(\+00:00)$", text)
+    if m:
+        text = m.group(1) + m.group(2)
+    parsed = datetime.fromisoformat(text)
+    assert parsed.utcoffset() == timedelta(0)
+    return parsed
+
+
+def iso_utc(moment: datetime) -> str:
+    """The timestamp format of the spec's example, `2026-11-27T11:09:22.123456Z`."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def rewrite_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Edit a JSON file by hand, the way a person with an editor would (sorted, indented)."""
+    obj = json.loads(path.read_text(encoding="utf-8"))
+    assert isinstance(obj, dict)
+    edit(obj)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+_FS_FUNCS_OS = (
+    "open",
+    "stat",
+    "lstat",
+    "listdir",
+    "scandir",
+    "mkdir",
+    "makedirs",
+    "rename",
+    "replace",
+    "unlink",
+    "remove",
+    "rmdir",
+    "chmod",
+    "access",
+    "readlink",
+    "utime",
+    "link",
+    "symlink",
+)
+
+
+@contextmanager
+def no_file_system() -> Iterator[list[str]]:
+    """While active, any file-system call through `os`, `open` or `io.open` is recorded and fails."""
+    touched: list[str] = []
+
+    def guard(name: str) -> Callable[..., Any]:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            touched.append(f"{name}{args!r}")
+            raise AssertionError(f"file system touched: {name}{args!r}")
+
+        return refuse
+
+    with pytest.MonkeyPatch.context() as mp:
+        for fname in _FS_FUNCS_OS:
+            if hasattr(os, fname):
+                mp.setattr(os, fname, guard(f"os.{fname}"))
+        mp.setattr(builtins, "open", guard("open"))
+        mp.setattr(io, "open", guard("io.open"))
+        yield touched
+
+
+# ----------------------------------------------------------------------------------------------
+# The reference model of koda's load_context sanitising (used by the contract and model tests).
+
+
+@dataclass(frozen=True)
+class Msg:
+    """The parts of a message that sanitising looks at."""
+
+    role: Role
+    content: str | None
+    tool_calls: str | None
+    tool_call_id: str | None
+
+
+def call_ids(tool_calls: str | None) -> list[str]:
+    if tool_calls is None:
+        return []
+    try:
+        calls = json.loads(tool_calls)
+    except ValueError:
+        return []
+    if not isinstance(calls, list):
+        return []
+    return [c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str)]
+
+
+def sanitize_indices(msgs: Sequence[Msg]) -> list[int]:
+    """Indices of the messages koda's three sanitising passes keep, in order."""
+    calls: set[str] = set()
+    returns: set[str] = set()
+    for m in msgs:
+        if m.role is Role.ASSISTANT:
+            calls.update(call_ids(m.tool_calls))
+        elif m.role is Role.TOOL and m.tool_call_id is not None:
+            returns.add(m.tool_call_id)
+    mismatched = calls ^ returns
+    keep: list[int] = []
+    for i, m in enumerate(msgs):
+        if m.role is Role.TOOL and m.tool_call_id is not None and m.tool_call_id in mismatched:
+            continue
+        if m.role is Role.ASSISTANT and any(c in mismatched for c in call_ids(m.tool_calls)):
+            continue
+        keep.append(i)
+    # (2) assistant messages with neither non-blank content nor tool calls
+    keep = [i for i in keep if not _blank_assistant(msgs[i])]
+    # (3) assistant messages without tool calls whose content is whitespace only
+    return [i for i in keep if not _whitespace_assistant(msgs[i])]
+
+
+def _blank_assistant(m: Msg) -> bool:
+    return m.role is Role.ASSISTANT and m.tool_calls is None and not (m.content or "").strip()
+
+
+def _whitespace_assistant(m: Msg) -> bool:
+    return (
+        m.role is Role.ASSISTANT and m.tool_calls is None and m.content is not None and not m.content.strip()
+    )
+
+
+def as_msg(m: Message) -> Msg:
+    return Msg(Role(m.role), m.content, m.tool_calls, m.tool_call_id)

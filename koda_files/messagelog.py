@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,10 @@ ACTIVE = 1
 ARCHIVED = 2
 NOTE = 3  # a completion annotation of an earlier message: a rewrite folds it into that line
 
-# mtime of the file after our own append, not asked for (a stat per insert costs more than it saves).
-_OWN_APPEND = -2
+# After our own append the file's mtime is not asked for (a stat per insert costs more than it
+# saves): `mtime_ns` then holds minus the wall time of the append, and the first read takes any
+# mtime up to that time (plus the kernel clock's coarseness) as ours; a later one means an edit.
+_COARSE_CLOCK_NS = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class MessageLog:
             and st.st_ino == self.ino
             and st.st_dev == self.dev
             and st.st_size == self.offset
-            and (st.st_mtime_ns == self.mtime_ns or self.mtime_ns == _OWN_APPEND)
+            and (st.st_mtime_ns == self.mtime_ns or 0 < st.st_mtime_ns <= -self.mtime_ns + _COARSE_CLOCK_NS)
         )
 
     def refresh(self, tail_is_torn: Callable[[], bool] | None = None, st: os.stat_result | None = None) -> None:
@@ -301,7 +304,7 @@ class MessageLog:
         self._own.append((self.line_count, line[:-1]))
         self.offset = start + len(line)
         self.guard = (self.guard + line)[-_GUARD:]
-        self.mtime_ns = _OWN_APPEND
+        self.mtime_ns = -time.time_ns()
 
 
 def _read_to_end(fd: int, start: int) -> bytes:

@@ -18,6 +18,7 @@ import re
 import stat
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -822,6 +823,19 @@ def test_create_session_records_agent_and_absolute_project_root(
     assert store.list_sessions(10, tmp_path / "other") == []
 
 
+def test_create_session_keeps_symlinks_in_the_project_root(store: FileStore, root: Path, tmp_path: Path) -> None:
+    real = tmp_path / "real-proj"
+    real.mkdir()
+    link = tmp_path / "link-proj"
+    os.symlink(real, link)
+    sid = store.create_session("koda", link)
+    # os.path.abspath, not realpath: the link's own path is recorded and matched
+    assert str(link) in _string_values(json.loads(metadata_path(root, sid).read_text(encoding="utf-8")))
+    assert str(real) not in _string_values(json.loads(metadata_path(root, sid).read_text(encoding="utf-8")))
+    assert [i.id for i in store.list_sessions(5, link)] == [sid]
+    assert store.list_sessions(5, real) == []
+
+
 def test_create_session_accepts_pathlike(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path / "p")
     assert [i.id for i in store.list_sessions(5, str(tmp_path / "p"))] == [sid]
@@ -1055,6 +1069,85 @@ def test_insert_into_missing_session_raises_and_creates_nothing(
     assert not session_dir(root, missing).exists()
     assert snapshot(root, include_dot_files=False) == before
     assert store.load_all_messages(existing) == []
+
+
+def test_insert_after_another_store_deleted_the_session(root: Path, tmp_path: Path) -> None:
+    a = FileStore(root)
+    b = FileStore(root)
+    sid = a.create_session("koda", tmp_path)
+    b.insert_message(sid, Role.USER, "one")  # b may now hold the log open
+    b.set_todo(sid, "t")
+    assert a.delete_session(sid) is True
+    with pytest.raises(SessionNotFoundError):
+        b.insert_message(sid, Role.USER, "two")
+    with pytest.raises(SessionNotFoundError):
+        b.set_todo(sid, "t2")
+    with pytest.raises(SessionNotFoundError):
+        b.set_metadata(sid, "k", "v")
+    assert not session_dir(root, sid).exists()
+    assert b.load_all_messages(sid) == []
+    assert b.get_todo(sid) is None
+
+
+def test_every_store_sees_the_others_writes_at_once(root: Path, tmp_path: Path) -> None:
+    a = FileStore(root)
+    b = FileStore(root)
+    sid = a.create_session("koda", tmp_path)
+    for i in range(5):
+        writer, reader = (a, b) if i % 2 else (b, a)
+        writer.insert_message(sid, Role.USER, f"m{i}")
+        assert [m.content for m in reader.load_all_messages(sid)] == [f"m{j}" for j in range(i + 1)]
+        assert reader.last_user_message(sid) == f"m{i}"
+        writer.set_metadata(sid, "turn", str(i))
+        assert reader.get_metadata(sid, "turn") == str(i)
+    assert b.compact_session(sid, "sum", 1) == 4
+    assert [m.content for m in a.load_context(sid)][::2] == ["sum", "m4"]
+    assert a.compacted_stats().message_count == 4
+    assert a.purge_compacted(0) == 4
+    assert b.compacted_stats().message_count == 0
+
+
+def test_messages_jsonl_replaced_by_hand_between_appends(fstore: FileStore, root: Path, tmp_path: Path) -> None:
+    sid = fstore.create_session("koda", tmp_path)
+    fstore.insert_message(sid, Role.USER, "m1")
+    fstore.insert_message(sid, Role.ASSISTANT, "m2")
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["m1", "m2"]
+    path = messages_path(root, sid)
+    # an editor saves a new file over the old one (new inode), fixing a typo and adding a note
+    lines = raw_lines(path)
+    tmp = path.with_name("messages.jsonl.edit")
+    tmp.write_bytes(lines[0].replace(b'"m1"', b'"M1"') + b"\n# a note a person added\n" + lines[1] + b"\n")
+    os.replace(tmp, path)
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["M1", "m2"]
+    fstore.insert_message(sid, Role.USER, "m3")
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["M1", "m2", "m3"]
+    assert [m.content for m in FileStore(root).load_all_messages(sid)] == ["M1", "m2", "m3"]
+    assert b"# a note a person added" in raw_lines(path)
+    ids = [m.id for m in fstore.load_all_messages(sid)]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+def test_messages_jsonl_edited_in_place_after_an_append(fstore: FileStore, root: Path, tmp_path: Path) -> None:
+    """A person fixes a line in place (same size, same inode) after the store appended.
+
+    A same-size edit is seen through the file's mtime, so it must land on a later tick of the
+    file system's clock than the append (as any edit by a person does; see README, Guarantees).
+    """
+    sid = fstore.create_session("koda", tmp_path)
+    fstore.insert_message(sid, Role.USER, "m1")
+    fstore.insert_message(sid, Role.ASSISTANT, "m2")
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["m1", "m2"]
+    fstore.insert_message(sid, Role.USER, "m3")  # the store's own append, not read back yet
+    time.sleep(0.1)
+    path = messages_path(root, sid)
+    data = path.read_bytes()
+    with open(path, "r+b") as fh:
+        fh.write(data.replace(b'"m1"', b'"X1"'))
+    assert [m.content for m in FileStore(root).load_all_messages(sid)] == ["X1", "m2", "m3"]
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["X1", "m2", "m3"], "stale read"
+    assert [m.content for m in fstore.load_context(sid)] == ["X1", "m2", "m3"]
+    fstore.insert_message(sid, Role.USER, "m4")
+    assert [m.content for m in fstore.load_all_messages(sid)] == ["X1", "m2", "m3", "m4"]
 
 
 def test_usage_none_stores_null_token_fields_and_token_usage_all_five(store: FileStore, tmp_path: Path) -> None:

@@ -1,0 +1,815 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: `koda_files.FileStore` against koda's SQLite design (`sqlite_ref.py`).
+
+    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big]
+
+Every workload of issue 4 runs against both stores in the same process, repetitions
+interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
+workload it prints the median of the file store, the median of SQLite, the ratio SQLite / files
+(above 1: the files are faster) and, where there is an obvious one, the raw floor (the same
+bytes written with `os.write` to an open file; the same lines read and `orjson.loads`-ed).
+At the end: the geometric mean of the ratios, the tail check (the `last_*` queries on a short
+and on a long session) and, with `--big`, the peak RSS of compaction and purge on a ~200 MB
+session, measured in child processes.
+
+All data lives in a fresh temporary directory that is removed at the end; the user's data
+directory is never touched (every store gets an explicit root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+if importlib.util.find_spec("koda_files") is None:  # running from a checkout, not installed
+    sys.path.insert(0, str(REPO))
+
+from sqlite_ref import SqliteStore  # noqa: E402
+
+from koda_files import FileStore, Persistence, Role, TokenUsage  # noqa: E402
+
+Kind = Literal["files", "sqlite"]
+Durability = Literal["flush", "fsync"]
+KINDS: tuple[Kind, Kind] = ("files", "sqlite")
+SYNC = {"flush": "NORMAL", "fsync": "FULL"}
+MsgSpec = tuple[Role, str | None, str | None, str | None, TokenUsage | None]
+
+PROJECT = "/home/dev/projects/koda-app"
+OTHER_PROJECT = "/home/dev/projects/other"
+SUMMARY = (
+    "Summary of the conversation so far: the user asked to refactor the storage layer of the "
+    "CLI into a trait with two backends, we read src/db.rs and src/persistence.rs, moved the "
+    "queries behind the trait, fixed two failing tests in tests/db.rs and left a TODO about "
+    "the migration of old databases. Next step: wire the file backend into the config loader."
+)
+
+
+# ── stores ──────────────────────────────────────────────────────────────────
+
+
+def open_store(kind: Kind, loc: Path, durability: Durability = "flush") -> Persistence:
+    """A new store object on `loc` (a root directory for files, a directory holding koda.db)."""
+    if kind == "files":
+        return FileStore(root=loc, durability=durability)
+    return SqliteStore(loc / "koda.db", synchronous="NORMAL" if durability == "flush" else "FULL")
+
+
+def close_store(store: object) -> None:
+    close = getattr(store, "close", None)
+    if callable(close):
+        close()
+
+
+def copy_loc(src: Path, dst: Path) -> None:
+    """A fresh copy of a store's directory (every store object on `src` must be closed)."""
+    shutil.copytree(src, dst, symlinks=True)
+
+
+def messages_file(root: Path, session_id: str) -> Path:
+    return root / "sessions" / session_id / "messages.jsonl"
+
+
+# ── realistic messages ──────────────────────────────────────────────────────
+
+_WORD_TEXT = (
+    "the function returns a Result and the caller unwraps it so the error path panics instead of "
+    "propagating we should use the question mark operator here and add context with anyhow "
+    "let me read the file first then run cargo test to see which tests fail after the change "
+    "storage layer trait backend session message compaction summary token usage tool call "
+    "config loader path buffer string slice iterator closure borrow lifetime mutable reference "
+    "async await tokio runtime spawn blocking channel sender receiver timeout retry backoff"
+)
+_WORDS = _WORD_TEXT.split()
+_SNIPPETS = (
+    'fn load(path: &Path) -> Result<Config> {\n    let text = std::fs::read_to_string(path)?;\n'
+    '    Ok(toml::from_str(&text)?)\n}\n',
+    'error[E0502]: cannot borrow `self.sessions` as mutable because it is also borrowed as immutable\n',
+    'test db::tests::compact_preserves_tail ... FAILED\nthread \'main\' panicked at "assertion failed"\n',
+    'C:\\Users\\dev\\koda\\src\\main.rs:42:17 — “smart quotes”, émojis 🚀 and a tab\there\n',
+)  # fmt: skip
+_TOOLS = (
+    ("read_file", '{"path": "src/db.rs", "start_line": 120, "end_line": 220}'),
+    ("bash", '{"command": "cargo test -p koda-core --lib db::tests -- --nocapture", "timeout": 120}'),
+    ("grep", '{"pattern": "fn compact_session", "path": "koda-core/src", "context": 3}'),
+    ("edit_file", '{"path": "src/persistence.rs", "old": "fn load(&self)", "new": "fn load(&mut self)"}'),
+)
+
+
+class TextPool:
+    """Deterministic text of a given size, drawn from pools so that generating 500k is quick."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.pools: dict[int, list[str]] = {}
+
+    def _make(self, size: int) -> str:
+        rng = self.rng
+        parts: list[str] = []
+        n = 0
+        while n < size:
+            if rng.random() < 0.08:
+                piece = rng.choice(_SNIPPETS)
+            else:
+                piece = " ".join(rng.choices(_WORDS, k=rng.randint(4, 12))) + rng.choice(
+                    (". ", ", ", ".\n", "? ", ": ")
+                )
+            parts.append(piece)
+            n += len(piece)
+        return "".join(parts)[:size]
+
+    def text(self, size: int, step: int) -> str:
+        pool = self.pools.get(size)
+        if pool is None:
+            pool = self.pools[size] = [self._make(size) for _ in range(64)]
+        prefix = f"[{step}] "
+        return prefix + self.rng.choice(pool)[len(prefix) :]
+
+
+def conversation(n: int, seed: int, size: int = 360) -> list[MsgSpec]:
+    """`n` messages of an agent conversation: user turns, assistant tool calls, tool results.
+
+    Contents (plus tool_calls) average about `size` bytes; every assistant message carries
+    usage (about half of all messages). About 2% of turns are interrupted (a tool call left
+    unanswered) and 1% leave an empty assistant message, so the sanitising passes have work.
+    """
+    rng = random.Random(seed)
+    pool = TextPool(rng)
+    out: list[MsgSpec] = []
+    step = 0
+    ncall = 0
+
+    def usage(stop: str) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=rng.randint(2_000, 60_000),
+            completion_tokens=rng.randint(20, 2_000),
+            cache_read_tokens=rng.randint(0, 50_000),
+            cache_creation_tokens=rng.randint(0, 4_000),
+            thinking_tokens=rng.randint(0, 1_000),
+            stop_reason=stop,
+        )
+
+    while len(out) < n:
+        step += 1
+        out.append((Role.USER, pool.text(size, step), None, None, None))
+        for _ in range(1 if rng.random() < 0.75 else 2):
+            calls = []
+            for _ in range(1 if rng.random() < 0.8 else 2):
+                ncall += 1
+                name, args = rng.choice(_TOOLS)
+                cid = f"toolu_{seed:02d}{ncall:08d}{rng.getrandbits(40):010x}"
+                calls.append({"id": cid, "type": "function", "function": {"name": name, "arguments": args}})
+            tool_calls = json.dumps(calls)
+            text_size = max(16, size - len(tool_calls))
+            out.append((Role.ASSISTANT, pool.text(text_size, step), tool_calls, None, usage("tool_use")))
+            if rng.random() < 0.02:
+                break  # interrupted: the calls are never answered
+            for c in calls:
+                out.append((Role.TOOL, pool.text(size, step), None, str(c["id"]), None))
+        if rng.random() < 0.01:
+            out.append((Role.ASSISTANT, rng.choice(("", "\n\n", None)), None, None, usage("end_turn")))
+        out.append((Role.ASSISTANT, pool.text(size, step), None, None, usage("end_turn")))
+    return out[:n]
+
+
+def insert_all(store: Persistence, session_id: str, msgs: Sequence[MsgSpec]) -> None:
+    ins = store.insert_message
+    for role, content, tool_calls, tool_call_id, usage in msgs:
+        ins(session_id, role, content, tool_calls, tool_call_id, usage)
+
+
+# ── timing ──────────────────────────────────────────────────────────────────
+
+
+def fmt_t(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+@dataclass
+class Result:
+    name: str
+    files: list[float] = field(default_factory=list)
+    sqlite: list[float] = field(default_factory=list)
+    floor: float | None = None
+    floor_what: str = ""
+    in_geomean: bool = True
+
+    def samples(self, kind: Kind) -> list[float]:
+        return self.files if kind == "files" else self.sqlite
+
+    def median(self, kind: Kind) -> float:
+        return statistics.median(self.samples(kind))
+
+    @property
+    def ratio(self) -> float:
+        return self.median("sqlite") / self.median("files")
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "files_median_s": self.median("files"),
+            "sqlite_median_s": self.median("sqlite"),
+            "ratio_sqlite_over_files": self.ratio,
+            "floor_s": self.floor,
+            "floor": self.floor_what or None,
+            "in_geomean": self.in_geomean,
+            "files_samples_s": self.files,
+            "sqlite_samples_s": self.sqlite,
+        }
+
+
+def order(rep: int) -> tuple[Kind, Kind]:
+    """Alternate which store goes first, so neither always runs on a warmer machine."""
+    return KINDS if rep % 2 == 0 else (KINDS[1], KINDS[0])
+
+
+def timed(fn: Callable[..., object], *args: Any, per: int = 1) -> float:
+    """Seconds one call of `fn(*args)` takes, divided by `per` (the operations it runs)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    fn(*args)
+    return (time.perf_counter() - t0) / per
+
+
+def call_into(into: list[Any], fn: Callable[..., object], *args: Any) -> None:
+    into.append(fn(*args))
+
+
+def call_set(into: dict[Any, Any], key: object, fn: Callable[..., object], *args: Any) -> None:
+    into[key] = fn(*args)
+
+
+class Checks:
+    """Cross-checks that both stores gave the same answers (the comparison is only fair if so)."""
+
+    def __init__(self) -> None:
+        self.mismatches: list[str] = []
+
+    def same(self, what: str, files: object, sqlite: object) -> None:
+        if files != sqlite:
+            a, b = repr(files), repr(sqlite)
+            msg = f"{what}: files={a[:300]} sqlite={b[:300]}"
+            self.mismatches.append(msg)
+            print(f"  !! MISMATCH {msg}", flush=True)
+
+
+def context_key(msgs: Sequence[Any], hint_free: bool = False) -> list[tuple[Any, ...]]:
+    """What must agree between the stores in a message list (ids and timestamps may differ)."""
+    out = []
+    for m in msgs:
+        content = m.content
+        if hint_free and m.role == Role.ASSISTANT and content and "compacted" in content and not m.tool_calls:
+            content = "<continuation hint>"
+        out.append(
+            (
+                str(m.role),
+                content,
+                m.tool_calls,
+                m.tool_call_id,
+                m.prompt_tokens,
+                m.completion_tokens,
+                m.cache_read_tokens,
+                m.cache_creation_tokens,
+                m.thinking_tokens,
+            )
+        )
+    return out
+
+
+# ── the benchmark ───────────────────────────────────────────────────────────
+
+
+class Bench:
+    def __init__(self, tmp: Path, scale: float, repeat: int) -> None:
+        self.tmp = tmp
+        self.scale = scale
+        self.repeat = repeat
+        self.results: list[Result] = []
+        self.extra: dict[str, Any] = {}
+        self.checks = Checks()
+        self._n = 0
+
+    def n(self, base: int, minimum: int = 10) -> int:
+        return max(minimum, round(base * self.scale))
+
+    def fresh(self, label: str) -> Path:
+        self._n += 1
+        return self.tmp / f"{self._n:04d}-{label}"
+
+    def add(self, r: Result) -> Result:
+        self.results.append(r)
+        fl = f"   floor {fmt_t(r.floor)} ({r.floor_what})" if r.floor is not None else ""
+        print(
+            f"  {r.name:<44} files {fmt_t(r.median('files')):>10}   sqlite {fmt_t(r.median('sqlite')):>10}"
+            f"   x{r.ratio:6.2f}{fl}",
+            flush=True,
+        )
+        return r
+
+    # insert_message ----------------------------------------------------------
+
+    def insert(self, durability: Durability) -> None:
+        batch = self.n(200 if durability == "flush" else 40, 20)
+        reps = self.repeat
+        msgs = conversation(batch * reps + 10, seed=1 if durability == "flush" else 2)
+        stores: dict[Kind, Persistence] = {}
+        sids: dict[Kind, str] = {}
+        locs: dict[Kind, Path] = {}
+        for kind in KINDS:
+            locs[kind] = self.fresh(f"insert-{durability}-{kind}")
+            stores[kind] = open_store(kind, locs[kind], durability)
+            sids[kind] = stores[kind].create_session("main", PROJECT)
+            insert_all(stores[kind], sids[kind], msgs[:10])  # open descriptors, caches, WAL
+        r = Result(f"insert_message ({durability} / {SYNC[durability]})")
+        for rep in range(reps):
+            chunk = msgs[10 + rep * batch : 10 + (rep + 1) * batch]
+            for kind in order(rep):
+                s, sid = stores[kind], sids[kind]
+                r.samples(kind).append(timed(insert_all, s, sid, chunk, per=batch))
+        self.checks.same(
+            f"insert {durability}: load_all_messages",
+            context_key(stores["files"].load_all_messages(sids["files"])),
+            context_key(stores["sqlite"].load_all_messages(sids["sqlite"])),
+        )
+        for kind in KINDS:
+            close_store(stores[kind])
+        # floor: the very bytes the file store appended, os.write-n to an open file
+        path = messages_file(locs["files"], sids["files"])
+        if path.exists():
+            raw = path.read_bytes().splitlines(keepends=True)[10:]
+            target = self.fresh("floor-insert") / "raw.jsonl"
+            target.parent.mkdir(parents=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                samples = []
+                for rep in range(reps):
+                    part = raw[rep * batch : (rep + 1) * batch]
+                    t0 = time.perf_counter()
+                    for line in part:
+                        os.write(fd, line)
+                        if durability == "fsync":
+                            os.fdatasync(fd)
+                    samples.append((time.perf_counter() - t0) / len(part))
+                r.floor = statistics.median(samples)
+                r.floor_what = "os.write" + (" + fdatasync" if durability == "fsync" else "")
+            finally:
+                os.close(fd)
+        self.add(r)
+
+    # one long session: load_context, last_*, usage, compaction ---------------
+
+    def long_session(self) -> None:
+        n = self.n(10_000, 50)
+        msgs = conversation(n + 200, seed=3)
+        base: dict[Kind, Path] = {}
+        sids: dict[Kind, str] = {}
+        for kind in KINDS:
+            base[kind] = self.fresh(f"long-{kind}")
+            s = open_store(kind, base[kind])
+            sids[kind] = s.create_session("main", PROJECT)
+            insert_all(s, sids[kind], msgs[:n])
+            close_store(s)
+        reps = self.repeat
+
+        # cold load_context: a new store object on the root, then one load_context
+        r = Result(f"load_context {n} msgs, cold (new store)")
+        out: dict[Kind, Any] = {}
+        for rep in range(reps):
+            for kind in order(rep):
+                holder: list[Persistence] = []
+
+                def cold(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                    s = open_store(kind, base[kind])
+                    holder.append(s)
+                    out[kind] = s.load_context(sids[kind])
+
+                r.samples(kind).append(timed(cold))
+                close_store(holder[0])
+        self.checks.same("load_context", context_key(out["files"]), context_key(out["sqlite"]))
+        path = messages_file(base["files"], sids["files"])
+        if path.exists():
+
+            def floor() -> None:
+                with open(path, "rb") as f:
+                    data = f.read()
+                loads = orjson.loads
+                [loads(line) for line in data.splitlines()]
+
+            r.floor = statistics.median(timed(floor) for _ in range(reps))
+            r.floor_what = "read + orjson.loads"
+        self.add(r)
+
+        # warm: the same object, one append (not timed) then load_context (timed)
+        stores = {kind: open_store(kind, base[kind]) for kind in KINDS}
+        for kind in KINDS:
+            stores[kind].load_context(sids[kind])
+        r = Result(f"load_context {n} msgs, warm (after 1 append)")
+        extra = msgs[n:]
+        for rep in range(max(reps, 10)):
+            for kind in order(rep):
+                role, content, tc, tcid, usage = extra[rep]
+                s, sid = stores[kind], sids[kind]
+                s.insert_message(sid, role, content, tc, tcid, usage)
+                r.samples(kind).append(timed(call_set, out, kind, s.load_context, sid))
+        self.checks.same("warm load_context", context_key(out["files"]), context_key(out["sqlite"]))
+        one = orjson.dumps({"id": 1, "role": "user", "content": extra[0][1]})
+
+        def parse_one(times: int = 1000) -> None:
+            for _ in range(times):
+                orjson.loads(one)
+
+        r.floor = statistics.median(timed(parse_one, per=1000) for _ in range(reps))
+        r.floor_what = "orjson.loads of 1 line"
+        self.add(r)
+
+        # last_user_message + has_pending_tool_calls, one unit, on the warm objects
+        k = 200
+        r = Result("last_user_message + has_pending_tool_calls")
+        for rep in range(reps):
+            for kind in order(rep):
+                s, sid = stores[kind], sids[kind]
+
+                def unit(s: Persistence = s, sid: str = sid) -> None:
+                    for _ in range(k):
+                        s.last_user_message(sid)
+                        s.has_pending_tool_calls(sid)
+
+                r.samples(kind).append(timed(unit, per=k))
+        self.checks.same(
+            "last_user_message",
+            stores["files"].last_user_message(sids["files"]),
+            stores["sqlite"].last_user_message(sids["sqlite"]),
+        )
+        self.checks.same(
+            "has_pending_tool_calls",
+            stores["files"].has_pending_tool_calls(sids["files"]),
+            stores["sqlite"].has_pending_tool_calls(sids["sqlite"]),
+        )
+        self.add(r)
+
+        k = 20
+        r = Result("session_token_usage")
+        for rep in range(reps):
+            for kind in order(rep):
+                s, sid = stores[kind], sids[kind]
+
+                def usage_unit(s: Persistence = s, sid: str = sid) -> None:
+                    for _ in range(k):
+                        s.session_token_usage(sid)
+
+                r.samples(kind).append(timed(usage_unit, per=k))
+        self.checks.same(
+            "session_token_usage",
+            stores["files"].session_token_usage(sids["files"]),
+            stores["sqlite"].session_token_usage(sids["sqlite"]),
+        )
+        self.add(r)
+        for kind in KINDS:
+            close_store(stores[kind])
+
+        # compact_session(preserve 8) on a fresh copy of the session each time
+        r = Result(f"compact_session {n} msgs (preserve 8)")
+        answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
+        for rep in range(reps):
+            for kind in order(rep):
+                loc = self.fresh(f"compact-{kind}")
+                copy_loc(base[kind], loc)
+                s = open_store(kind, loc)
+                sid = sids[kind]
+                r.samples(kind).append(timed(call_into, answers[kind], s.compact_session, sid, SUMMARY, 8))
+                if rep == 0:
+                    answers[kind].append(context_key(s.load_context(sid), hint_free=True))
+                    answers[kind].append(len(s.load_all_messages(sid)))
+                close_store(s)
+                shutil.rmtree(loc)
+        self.checks.same("compact_session", answers["files"], answers["sqlite"])
+        self.add(r)
+
+    # many sessions: list, recent, stats, purge --------------------------------
+
+    def many_sessions(self) -> None:
+        count = self.n(1000, 30)
+        per = 20
+        msgs = conversation(count * per, seed=4)
+        base: dict[Kind, Path] = {}
+        stores: dict[Kind, Persistence] = {}
+        for kind in KINDS:
+            base[kind] = self.fresh(f"many-{kind}")
+            stores[kind] = open_store(kind, base[kind])
+        # Build both stores in the same global order (recent_user_messages spans sessions).
+        for i in range(count):
+            project = OTHER_PROJECT if i % 10 == 9 else PROJECT
+            for kind in KINDS:
+                s = stores[kind]
+                sid = s.create_session("main", project)
+                insert_all(s, sid, msgs[i * per : (i + 1) * per])
+                if i % 3 == 0:
+                    s.compact_session(sid, SUMMARY, 8)
+        for kind in KINDS:
+            close_store(stores[kind])
+        reps = self.repeat
+        label = f"{count} sessions x {per}"
+
+        def cold_call(name: str, call: Callable[[Persistence], Any], key: Callable[[Any], Any]) -> None:
+            r = Result(f"{name}, cold ({label})")
+            out: dict[Kind, Any] = {}
+            for rep in range(reps):
+                for kind in order(rep):
+                    holder: list[Persistence] = []
+
+                    def run(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                        s = open_store(kind, base[kind])
+                        holder.append(s)
+                        out[kind] = call(s)
+
+                    r.samples(kind).append(timed(run))
+                    close_store(holder[0])
+            self.checks.same(name, key(out["files"]), key(out["sqlite"]))
+            self.add(r)
+
+        cold_call(
+            "list_sessions(20, root)",
+            lambda s: s.list_sessions(20, PROJECT),
+            lambda v: [(i.message_count, i.total_tokens, i.agent_name) for i in v],
+        )
+        cold_call("recent_user_messages(10)", lambda s: s.recent_user_messages(10), lambda v: v)
+        cold_call(
+            "compacted_stats()",
+            lambda s: s.compacted_stats(),
+            lambda v: (v.message_count, v.session_count, v.size_bytes),
+        )
+
+        r = Result(f"purge_compacted(0) ({label})")
+        answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
+        for rep in range(reps):
+            for kind in order(rep):
+                loc = self.fresh(f"purge-{kind}")
+                copy_loc(base[kind], loc)
+                s = open_store(kind, loc)
+                r.samples(kind).append(timed(call_into, answers[kind], s.purge_compacted, 0))
+                if rep == 0:
+                    answers[kind].append(
+                        [(i.message_count, i.total_tokens) for i in s.list_sessions(count, PROJECT)]
+                    )
+                close_store(s)
+                shutil.rmtree(loc)
+        self.checks.same("purge_compacted", answers["files"], answers["sqlite"])
+        self.add(r)
+
+    # tail: cost of the last_* queries must not depend on session length -----
+
+    def tail(self) -> None:
+        short_n, long_n = 10, self.n(100_000, 100)
+        msgs = conversation(long_n, seed=5)
+        locs: dict[Kind, Path] = {}
+        sids: dict[tuple[Kind, int], str] = {}
+        for kind in KINDS:
+            locs[kind] = self.fresh(f"tail-{kind}")
+            s = open_store(kind, locs[kind])
+            for n in (short_n, long_n):
+                sids[kind, n] = s.create_session("main", PROJECT)
+                insert_all(s, sids[kind, n], msgs[:n])
+            close_store(s)
+        reps = max(self.repeat, 9)
+        k = 200
+        cold: dict[tuple[Kind, int], list[float]] = {}
+        warm: dict[tuple[Kind, int], list[float]] = {}
+        for kind in KINDS:
+            for n in (short_n, long_n):
+                cold[kind, n] = []
+                warm[kind, n] = []
+        for rep in range(reps):
+            for kind in order(rep):
+                for n in (short_n, long_n) if rep % 2 == 0 else (long_n, short_n):
+                    sid = sids[kind, n]
+                    s = open_store(kind, locs[kind])
+
+                    def unit(s: Persistence = s, sid: str = sid) -> None:
+                        s.last_user_message(sid)
+                        s.has_pending_tool_calls(sid)
+
+                    cold[kind, n].append(timed(unit))
+
+                    def many(s: Persistence = s, sid: str = sid) -> None:
+                        for _ in range(k):
+                            s.last_user_message(sid)
+                            s.has_pending_tool_calls(sid)
+
+                    warm[kind, n].append(timed(many, per=k))
+                    close_store(s)
+        print(f"\n  tail check: last_user_message + has_pending_tool_calls, {short_n} vs {long_n} messages")
+        info: dict[str, Any] = {"short_messages": short_n, "long_messages": long_n}
+        for kind in KINDS:
+            for mode, data in (("first call on a new store", cold), ("repeated, same store", warm)):
+                a = statistics.median(data[kind, short_n])
+                b = statistics.median(data[kind, long_n])
+                print(
+                    f"    {kind:<6} {mode:<26} {fmt_t(a):>10} -> {fmt_t(b):>10}   long/short x{b / a:5.2f}"
+                )
+                info[f"{kind} {mode}"] = {"short_s": a, "long_s": b, "long_over_short": b / a}
+        self.extra["tail"] = info
+
+    # --big: peak RSS of compaction and purge, in child processes ------------
+
+    def big(self) -> None:
+        target = 200 * 1024 * 1024 * self.scale
+        size = 4000
+        n = max(100, int(target / (size + 200)))
+        print(f"\n  peak RSS above baseline, {n} messages of ~{size} bytes (~{target / 2**20:.0f} MB)")
+        msgs = conversation(n, seed=6, size=size)
+        base: dict[Kind, Path] = {}
+        sids: dict[Kind, str] = {}
+        for kind in KINDS:
+            base[kind] = self.fresh(f"big-{kind}")
+            s = open_store(kind, base[kind])
+            sids[kind] = s.create_session("main", PROJECT)
+            insert_all(s, sids[kind], msgs)
+            close_store(s)
+        del msgs
+        info: dict[str, Any] = {"messages": n, "bytes": {}}
+        for kind in KINDS:
+            info["bytes"][kind] = sum(p.stat().st_size for p in base[kind].rglob("*") if p.is_file())
+            loc = self.fresh(f"big-compact-{kind}")
+            copy_loc(base[kind], loc)
+            peak = child_rss(kind, "compact", loc, sids[kind])
+            # purge: compact in one child (not measured), purge in another (measured)
+            child_rss(kind, "compact", loc, sids[kind])
+            peak_p = child_rss(kind, "purge", loc, sids[kind])
+            shutil.rmtree(loc)
+            info[kind] = {"compact_peak_bytes": peak["peak"], "purge_peak_bytes": peak_p["peak"]}
+            print(
+                f"    {kind:<6} store {info['bytes'][kind] / 2**20:7.1f} MB   compact_session "
+                f"+{peak['peak'] / 2**20:6.1f} MB ({fmt_t(peak['seconds'])})   purge_compacted "
+                f"+{peak_p['peak'] / 2**20:6.1f} MB ({fmt_t(peak_p['seconds'])})   [{peak['method']}]",
+                flush=True,
+            )
+        self.extra["big"] = info
+
+
+def child_rss(kind: Kind, op: str, loc: Path, sid: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child-rss", kind, op, str(loc), sid],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise KeyError(field_name)
+
+
+def child_main(kind: Kind, op: str, loc: str, sid: str) -> None:
+    """In a child process: run one operation and report its peak RSS above the baseline."""
+    s = open_store(kind, Path(loc))
+    gc.collect()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS
+        method = "VmHWM after clear_refs"
+        baseline = _status_kb("VmHWM") * 1024
+    except OSError:
+        method = "ru_maxrss - VmRSS before"
+        baseline = _status_kb("VmRSS") * 1024
+    t0 = time.perf_counter()
+    answer = s.compact_session(sid, SUMMARY, 8) if op == "compact" else s.purge_compacted(0)
+    seconds = time.perf_counter() - t0
+    if method.startswith("VmHWM"):
+        peak = _status_kb("VmHWM") * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    close_store(s)
+    report = {"peak": max(0, peak - baseline), "seconds": seconds, "answer": answer, "method": method}
+    print(json.dumps(report))
+
+
+# ── main ────────────────────────────────────────────────────────────────────
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import sqlite3
+
+    return {
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "orjson": orjson.__version__,
+        "loadavg_at_start": list(os.getloadavg()),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child-rss"]:
+        kind, op, loc, sid = argv[1:5]
+        child_main("files" if kind == "files" else "sqlite", op, loc, sid)
+        return 0
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply data sizes by F (default 1.0)")
+    p.add_argument("--repeat", type=int, default=7, help="repetitions per workload (default 7)")
+    p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
+    p.add_argument("--big", action="store_true", help="also measure peak RSS on a ~200 MB session")
+    p.add_argument("--tmp", metavar="DIR", help="create the scratch directory under DIR")
+    args = p.parse_args(argv)
+    if args.scale <= 0 or args.repeat < 1:
+        p.error("--scale must be > 0 and --repeat >= 1")
+
+    info = machine()
+    print(
+        f"koda_files benchmark: scale {args.scale}, {args.repeat} repetitions, Python {info['python']}, "
+        f"SQLite {info['sqlite']}, {info['cpus']} CPUs ({info['cpu']})"
+    )
+    load = info["loadavg_at_start"][0]
+    if load > 0.5:
+        print(f"  note: load average {load:.2f} at start; other processes will add noise")
+    print("  ratio = SQLite time / file time (above 1: the files are faster)\n", flush=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="koda-bench-", dir=args.tmp) as tmp:
+        b = Bench(Path(tmp), args.scale, args.repeat)
+        b.insert("flush")
+        b.insert("fsync")
+        b.long_session()
+        b.many_sessions()
+        b.tail()
+        if args.big:
+            b.big()
+    ratios = [r.ratio for r in b.results if r.in_geomean]
+    geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+    elapsed = time.perf_counter() - started
+
+    print()
+    w = max(len(r.name) for r in b.results)
+    print(f"| {'workload':<{w}} | {'files':>10} | {'sqlite':>10} | {'sqlite/files':>12} | floor |")
+    print(f"|{'-' * (w + 2)}|{'-' * 12}:|{'-' * 12}:|{'-' * 14}:|-------|")
+    for r in b.results:
+        fl = f"{fmt_t(r.floor)} ({r.floor_what})" if r.floor is not None else ""
+        print(
+            f"| {r.name:<{w}} | {fmt_t(r.median('files')):>10} | {fmt_t(r.median('sqlite')):>10} "
+            f"| {r.ratio:>12.2f} | {fl} |"
+        )
+    print(f"\ngeometric mean of the ratios: {geomean:.2f}   ({len(ratios)} workloads, {elapsed:.0f} s total)")
+    if b.checks.mismatches:
+        print(f"WARNING: {len(b.checks.mismatches)} answers differ between the stores (see above)")
+    else:
+        print("both stores gave the same answers on every workload (cross-checked)")
+
+    if args.json:
+        doc = {
+            "machine": info,
+            "scale": args.scale,
+            "repeat": args.repeat,
+            "seconds_total": elapsed,
+            "workloads": {r.name: r.as_json() for r in b.results},
+            "geomean_ratio": geomean,
+            "mismatches": b.checks.mismatches,
+            **b.extra,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ _BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
 _BACK_CHUNK = 1 << 16
+_STREAM_CHUNK = 1 << 20
 # What each line of the file is, in `MessageLog.kinds`: rewrites copy lines by these.
 OTHER = 0  # blank, or not a message: kept verbatim
 ACTIVE = 1
@@ -58,6 +59,33 @@ def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tu
     return [
         (first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)
     ]
+
+
+def iter_file_lines(path: Path, *, with_tail: bool) -> Iterator[tuple[int, bytes]]:
+    """Stream a log's lines as (line number, bytes without newline), a megabyte at a time.
+
+    `with_tail`: also yield a last line that has no newline (a rewrite keeps it; reads skip it).
+    A missing file yields nothing.
+    """
+    try:
+        fd = open_read(path)
+    except FileNotFoundError:
+        return
+    try:
+        pending = b""
+        line_no = 1
+        pos = 0
+        while chunk := os.pread(fd, _STREAM_CHUNK, pos):
+            pos += len(chunk)
+            data = pending + chunk
+            end = data.rfind(b"\n") + 1
+            pending = data[end:]
+            yield from split_lines(data[:end], line_no, line_no == 1)
+            line_no += data.count(b"\n", 0, end)
+        if pending and with_tail:
+            yield line_no, pending
+    finally:
+        os.close(fd)
 
 
 def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generator[Message, None, None]:

@@ -14,9 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .codec import LineError, decode_line
-from .fileops import read_file
 from .layout import MESSAGES
-from .messagelog import read_backwards, split_lines
+from .messagelog import iter_file_lines, read_backwards
 from .types import Message, Role
 
 __all__ = ["iter_messages", "largest_id", "user_messages"]
@@ -29,16 +28,12 @@ def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[
     for archived or user messages skips the rest without parsing it).
     """
     try:
-        data = read_file(path)
+        for _, line in iter_file_lines(path, with_tail=False):
+            if marker in line and line.strip():
+                with contextlib.suppress(LineError):
+                    yield decode_line(line, session_id)
     except OSError:
         return
-    if not data or marker not in data:
-        return
-    end = data.rfind(b"\n") + 1
-    for _, line in split_lines(data[:end], 1, True):
-        if marker in line and line.strip():
-            with contextlib.suppress(LineError):
-                yield decode_line(line, session_id)
 
 
 def largest_id(session_dir: Path) -> int:

@@ -18,10 +18,10 @@ import orjson
 
 from .codec import LineError, decode_line, with_id
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import atomic_write, open_read, read_file, sync, touch, truncate, write_all
+from .fileops import atomic_write, read_file, sync, touch, truncate, write_all
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
-from .messagelog import MessageLog, read_backwards, split_lines
+from .messagelog import MessageLog, iter_file_lines, read_backwards
 from .sanitize import ContextCache
 from .types import Message
 
@@ -294,26 +294,5 @@ class SessionDir:
         atomic_write(self.todo_path, [content.encode("utf-8")])
 
     def iter_lines(self) -> Iterator[tuple[int, bytes]]:
-        """Stream the log's lines as (line number, bytes without newline), one chunk at a time.
-
-        A final line without a newline is yielded too: a rewrite must keep it.
-        """
-        try:
-            fd = open_read(self.messages_path)
-        except FileNotFoundError:
-            return
-        try:
-            pending = b""
-            line_no = 1
-            pos = 0
-            while chunk := os.pread(fd, 1 << 20, pos):
-                pos += len(chunk)
-                data = pending + chunk
-                end = data.rfind(b"\n") + 1
-                pending = data[end:]
-                yield from split_lines(data[:end], line_no, line_no == 1)
-                line_no += data.count(b"\n", 0, end)
-            if pending:
-                yield line_no, pending
-        finally:
-            os.close(fd)
+        """Stream the log's lines as (line number, bytes); a torn last line too: rewrites keep it."""
+        return iter_file_lines(self.messages_path, with_tail=True)

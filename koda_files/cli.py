@@ -2,6 +2,9 @@
 
 A thin layer over the public API. Errors are one line on stderr and exit status 1 (2 for bad
 usage); `--debug` shows the traceback instead. `--json` prints machine-readable data on stdout.
+This module has the entry point, the helpers every command uses and the commands on one session
+or on the listing; the whole-store commands (purge, check, import and export) are in `cli_admin`,
+the argument parser in `cli_args`, and the output formatting in `cli_render`.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ class _Parser(argparse.ArgumentParser):
 # ── helpers ──
 
 
-def _store(args: argparse.Namespace) -> FileStore:
+def open_store(args: argparse.Namespace) -> FileStore:
     from .store import FileStore
 
     return FileStore(args.root)
 
 
-def _session_dirs(store: FileStore) -> list[str]:
+def session_dirs(store: FileStore) -> list[str]:
     from .layout import SESSIONS
 
     try:
@@ -55,7 +58,7 @@ def resolve(store: FileStore, text: str) -> str:
     from .layout import validate_session_id
 
     validate_session_id(text)
-    ids = _session_dirs(store)
+    ids = session_dirs(store)
     if text in ids:
         return text
     matches = [sid for sid in ids if sid.startswith(text)]
@@ -67,7 +70,7 @@ def resolve(store: FileStore, text: str) -> str:
     raise KodaFilesError(f"session prefix {text!r} is ambiguous: {len(matches)} sessions match ({shown})")
 
 
-def _confirm(question: str, yes: bool) -> bool:
+def confirm(question: str, yes: bool) -> bool:
     if yes:
         return True
     if not sys.stdin.isatty():
@@ -77,9 +80,15 @@ def _confirm(question: str, yes: bool) -> bool:
 
 
 def _title(messages: list[Any]) -> str:
+    """The title of a session without one set (`set_session_title`): its first user message."""
     from .cli_render import first_line
 
     return next((first_line(m.content) for m in messages if m.role.value == "user" and m.content), "")
+
+
+def _text(value: object) -> str | None:
+    """A `metadata.json` value as the store reads it: a string, else none."""
+    return value if isinstance(value, str) else None
 
 
 def _usage_dict(u: Any) -> dict[str, int]:
@@ -92,9 +101,9 @@ def _usage_dict(u: Any) -> dict[str, int]:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     if args.json:
-        _json({"root": str(store.root)})
+        print_json({"root": str(store.root)})
     else:
         print(store.root)
     return 0
@@ -104,12 +113,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     from .layout import SESSIONS
     from .session import read_header
 
-    store = _store(args)
+    store = open_store(args)
     limit = args.limit if args.limit > 0 else sys.maxsize
     rows: list[dict[str, Any]] = []
     if args.all:
         headers = []
-        for sid in _session_dirs(store):
+        for sid in session_dirs(store):
             try:
                 headers.append((sid, read_header(store.root / SESSIONS / sid, sid)))
             except Exception as exc:  # one damaged session never hides the others
@@ -125,7 +134,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                     "message_count": len(messages),
                     "total_tokens": sum((m.prompt_tokens or 0) + (m.completion_tokens or 0) for m in messages),
                     "project_root": header.get("project_root"),
-                    "title": header.get("title") or _title(messages),
+                    "title": _text(header.get("title")) or _title(messages),
+                    "mode": _text(header.get("mode")),
                 }
             )
     else:
@@ -139,13 +149,14 @@ def cmd_sessions(args: argparse.Namespace) -> int:
                     "message_count": info.message_count,
                     "total_tokens": info.total_tokens,
                     "project_root": info.project_root,
-                    "title": _title(store.load_all_messages(info.id)),
+                    "title": info.title or _title(store.load_all_messages(info.id)),
+                    "mode": info.mode,
                 }
             )
     if args.json:
-        _json(rows)
+        print_json(rows)
         return 0
-    from .cli_render import render_table, short_time
+    from .cli_render import first_line, render_table, short_time
 
     if not rows:
         where = "in the store" if args.all else "for this project (try --all)"
@@ -153,18 +164,18 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return 0
     table = [
         [r["id"], r["agent_name"], short_time(r["created_at"]), str(r["message_count"]),
-         str(r["total_tokens"]), r["title"]]
+         str(r["total_tokens"]), first_line(r["title"])]
         for r in rows
     ]  # fmt: skip
     columns = ["ID", "AGENT", "CREATED", "MESSAGES", "TOKENS", "TITLE"]
-    render_table(columns, table, sys.stdout, _style(), numeric={3, 4})
+    render_table(columns, table, sys.stdout, style_for_stdout(), numeric={3, 4})
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .layout import MESSAGES, SESSIONS
 
-    store = _store(args)
+    store = open_store(args)
     sid = resolve(store, args.session)
     if args.raw:
         import orjson
@@ -188,12 +199,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        _json([{**asdict(m), "role": m.role.value} for m in messages])
+        print_json([{**asdict(m), "role": m.role.value} for m in messages])
         return 0
     from .cli_render import render_messages
 
     hidden = sum(1 for m in store.load_all_messages(sid) if m.compacted_at is not None)
-    style = _style()
+    style = style_for_stdout()
     if hidden and not args.all:
         print(style(f"({hidden} archived messages not shown; --all shows them)", "dim"))
     render_messages(messages, sys.stdout, style)
@@ -201,12 +212,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     sid = resolve(store, args.session)
     total = store.session_token_usage(sid)
     by_agent = store.session_usage_by_agent(sid)
     if args.json:
-        _json({"session_id": sid, "total": _usage_dict(total),
+        print_json({"session_id": sid, "total": _usage_dict(total),
                "by_agent": [{"agent": name, **_usage_dict(u)} for name, u in by_agent]})  # fmt: skip
         return 0
     from .cli_render import render_table
@@ -217,12 +228,12 @@ def cmd_usage(args: argparse.Namespace) -> int:
         return [name, *(str(v) for v in _usage_dict(u).values())]
 
     rows = [row("total", total)] + [row(name, u) for name, u in by_agent]
-    render_table(headers, rows, sys.stdout, _style(), numeric={1, 2, 3, 4, 5, 6})
+    render_table(headers, rows, sys.stdout, style_for_stdout(), numeric={1, 2, 3, 4, 5, 6})
     return 0
 
 
 def cmd_todo(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     sid = resolve(store, args.session)
     if args.edit:
         _edit_todo(store, sid)
@@ -234,7 +245,7 @@ def cmd_todo(args: argparse.Namespace) -> int:
     else:
         todo = store.get_todo(sid)
         if args.json:
-            _json({"session_id": sid, "todo": todo})
+            print_json({"session_id": sid, "todo": todo})
         elif todo is None:
             print(f"session {sid} has no todo", file=sys.stderr)
         else:
@@ -267,26 +278,26 @@ def _edit_todo(store: FileStore, sid: str) -> None:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     sid = resolve(store, args.session)
     archived = store.compact_session(sid, args.summary, args.keep)
     if args.json:
-        _json({"session_id": sid, "archived": archived})
+        print_json({"session_id": sid, "archived": archived})
     else:
         print(f"archived {archived} messages of {sid}" if archived else "nothing to compact")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    store = _store(args)
+    store = open_store(args)
     sid = resolve(store, args.session)
     count = len(store.load_all_messages(sid))
-    if not _confirm(f"delete session {sid} ({count} messages)?", args.yes):
+    if not confirm(f"delete session {sid} ({count} messages)?", args.yes):
         print("not deleted", file=sys.stderr)
         return 1
     deleted = store.delete_session(sid)
     if args.json:
-        _json({"session_id": sid, "deleted": deleted})
+        print_json({"session_id": sid, "deleted": deleted})
     else:
         print(f"deleted {sid}" if deleted else f"{sid} was already gone")
     return 0
@@ -295,8 +306,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from .cli_render import format_bytes
 
-    store = _store(args)
-    ids = _session_dirs(store)
+    store = open_store(args)
+    ids = session_dirs(store)
     messages = archived = 0
     for sid in ids:
         for m in store.load_all_messages(sid):
@@ -311,7 +322,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
                       "size_bytes": c.size_bytes, "oldest": c.oldest},
     }  # fmt: skip
     if args.json:
-        _json(data)
+        print_json(data)
         return 0
     print(f"root            {store.root}")
     print(f"sessions        {len(ids)}")
@@ -333,140 +344,13 @@ def _disk_bytes(root: str) -> int:
     return total
 
 
-def cmd_purge(args: argparse.Namespace) -> int:
-    from datetime import datetime, timedelta, timezone
-
-    from .cli_render import Progress, format_bytes
-    from .layout import parse_time
-
-    store = _store(args)
-    cutoff = datetime.now(timezone.utc) - timedelta(days=args.older_than)
-    ids = _session_dirs(store)
-    count = size = 0
-    sessions: list[str] = []
-    progress = Progress("scanning")
-    for done, sid in enumerate(ids, 1):
-        hit = 0
-        for m in store.load_all_messages(sid):
-            if m.compacted_at is None:
-                continue
-            when = parse_time(m.compacted_at)
-            if args.older_than == 0 or (when is not None and when <= cutoff):
-                hit += 1
-                size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
-        if hit:
-            count += hit
-            sessions.append(sid)
-        progress(done, len(ids))
-    progress.done()
-    summary = f"{count} archived messages ({format_bytes(size)}) in {len(sessions)} sessions"
-    data: dict[str, Any] = {"older_than_days": args.older_than, "messages": count, "bytes": size,
-                            "sessions": sessions, "dry_run": args.dry_run, "deleted": None}  # fmt: skip
-    if args.dry_run or count == 0:
-        if args.json:
-            _json(data)
-        else:
-            print(f"would delete {summary}" if count else "nothing to purge")
-        return 0
-    if not args.json:
-        print(f"to delete: {summary}")
-    if not _confirm(f"delete {count} archived messages for good?", args.yes):
-        print("nothing deleted", file=sys.stderr)
-        return 1
-    data["deleted"] = store.purge_compacted(args.older_than)
-    if args.json:
-        _json(data)
-    else:
-        print(f"deleted {data['deleted']} archived messages")
-    return 0
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from .cli_render import Progress
-    from .errors import KodaFilesError
-
-    store = _store(args)
-    check: Callable[..., Any] | None = getattr(store, "check", None)
-    if check is None:
-        raise KodaFilesError("this koda_files has no FileStore.check")
-    progress = Progress("checking")
-    progress.note(f"checking {store.root} …")
-    try:
-        report = check(repair=args.repair)
-    finally:
-        progress.done()
-    if args.json:
-        _json({"sessions": report.sessions, "ok": report.ok, "problems": [asdict(p) for p in report.problems]})
-    else:
-        style = _style()
-        for p in report.problems:
-            where = f"{p.path}:{p.line}" if p.line is not None else p.path
-            mark = style("repaired", "green") if p.repaired else style("problem", "red")
-            print(f"{mark}  {p.kind:<13} {where}" + (f"  {p.detail}" if p.detail else ""))
-        verdict = style("ok", "green") if report.ok else style("problems found", "red")
-        print(f"checked {report.sessions} sessions: {verdict}")
-    return 0 if report.ok else 1
-
-
-def cmd_import(args: argparse.Namespace) -> int:
-    from .cli_render import Progress
-    from .kodadb import default_koda_db, import_sqlite
-
-    store = _store(args)
-    db = args.db or str(default_koda_db())
-    progress = Progress("importing sessions")
-    try:
-        r = import_sqlite(db, store, replace=args.replace, progress=progress)
-    finally:
-        progress.done()
-    if args.json:
-        _json({"db": r.db_path, "imported": list(r.imported), "replaced": list(r.replaced),
-               "skipped": list(r.skipped), "renumbered": list(r.renumbered),
-               "failed": [{"session_id": s, "reason": why} for s, why in r.failed],
-               "messages": r.messages, "metadata": r.metadata, "todos": r.todos})  # fmt: skip
-    else:
-        print(f"imported {len(r.imported)} sessions ({r.messages} messages, {r.todos} todos, "
-              f"{r.metadata} metadata keys) from {r.db_path}")  # fmt: skip
-        if r.replaced:
-            print(f"replaced {len(r.replaced)} sessions already present")
-        if r.skipped:
-            print(f"skipped {len(r.skipped)} sessions already present (--replace overwrites them)")
-        for sid in r.renumbered:
-            print(f"renumbered {sid}: its koda message ids were already used in this store")
-        for sid, why in r.failed:
-            print(f"{PROG}: not imported: {sid}: {why}", file=sys.stderr)
-    return 0 if r.ok else 1
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .cli_render import Progress
-    from .kodadb import export_sqlite
-
-    store = _store(args)
-    progress = Progress("exporting sessions")
-    try:
-        r = export_sqlite(store, args.out, progress=progress)
-    finally:
-        progress.done()
-    if args.json:
-        _json({"db": r.db_path, "sessions": r.sessions, "messages": r.messages, "metadata": r.metadata,
-               "todos": r.todos, "failed": [{"session_id": s, "reason": why} for s, why in r.failed]})  # fmt: skip
-    else:
-        print(f"exported {r.sessions} sessions ({r.messages} messages, {r.todos} todos) to {r.db_path}")
-        for sid, why in r.failed:
-            print(f"{PROG}: not exported: {sid}: {why}", file=sys.stderr)
-    return 0 if not r.failed else 1
-
-
-def _json(value: Any) -> None:
+def print_json(value: Any) -> None:
     from .cli_render import dump_json
 
     dump_json(value, sys.stdout)
 
 
-def _style() -> Any:
+def style_for_stdout() -> Any:
     from .cli_render import Style, wants_colour
 
     return Style(wants_colour(sys.stdout))

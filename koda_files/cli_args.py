@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import __version__, cli
+from . import __version__, cli, cli_admin
 
 __all__ = ["build_parser"]
 
@@ -67,7 +67,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
 
     p = command(
         "sessions", cli.cmd_sessions,
-        "List sessions, newest first: id, agent, created, messages, tokens and the first user message.",
+        "List sessions, newest first: id, agent, created, messages, tokens and the title (or first user message).",
         "koda-files sessions --all --limit 5",
     )  # fmt: skip
     p.add_argument("--project", metavar="DIR", help="the project root (default: the current directory)")
@@ -117,7 +117,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     )  # fmt: skip
 
     p = command(
-        "purge", cli.cmd_purge,
+        "purge", cli_admin.cmd_purge,
         "Delete archived (compacted) messages older than DAYS for good; shows what would go first.",
         "koda-files purge --older-than 30 --dry-run",
     )  # fmt: skip
@@ -127,14 +127,14 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     p.add_argument("--yes", action="store_true", help="do not ask")
 
     p = command(
-        "check", cli.cmd_check,
+        "check", cli_admin.cmd_check,
         "Check the store's files for damage (exit 1 if any is found); --repair fixes what it can.",
         "koda-files check --repair",
     )  # fmt: skip
     p.add_argument("--repair", action="store_true", help="repair or quarantine what is damaged")
 
     p = command(
-        "import-sqlite", cli.cmd_import,
+        "import-sqlite", cli_admin.cmd_import,
         "Copy every session of koda's SQLite database into the store (read-only; safe while koda runs).",
         "koda-files import-sqlite ~/.config/koda/db/koda.db",
     )  # fmt: skip
@@ -143,7 +143,7 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
     p.add_argument("--replace", action="store_true", help="overwrite sessions already in the store")
 
     p = command(
-        "export-sqlite", cli.cmd_export,
+        "export-sqlite", cli_admin.cmd_export,
         "Write the store into a new database in koda's schema (never overwrites a file).",
         "koda-files export-sqlite /tmp/koda.db",
     )  # fmt: skip

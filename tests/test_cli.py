@@ -124,6 +124,22 @@ def test_sessions(cli: Cli, sessions: tuple[str, str]) -> None:
     assert "\x1b[" not in table  # not a terminal: no colour
 
 
+def test_sessions_show_the_title_and_mode(cli: Cli, sessions: tuple[str, str]) -> None:
+    a, b = sessions
+    assert [(r["title"], r["mode"]) for r in cli.json("sessions")] == [("Which files?", None)]
+    store = FileStore(cli.root)
+    store.set_session_title(a, "Count the files\x1b[2J")
+    store.set_session_mode(a, "auto-edit")
+    store.set_session_mode(b, "plan")
+    rows = cli.json("sessions")
+    assert [(r["id"], r["title"], r["mode"]) for r in rows] == [(a, "Count the files\x1b[2J", "auto-edit")]
+    every = {r["id"]: (r["title"], r["mode"]) for r in cli.json("sessions", "--all")}
+    assert every == {a: ("Count the files\x1b[2J", "auto-edit"), b: ("other project", "plan")}
+    table = cli.ok("sessions", "--all", script=True)
+    assert "Count the files\\x1b[2J" in table and "Which files?" not in table  # escaped, never sent raw
+    assert "other project" in table  # no title set: the first user message
+
+
 def test_show(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     text = cli.ok("show", a)

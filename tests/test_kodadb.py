@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -51,22 +53,41 @@ def populate(store: FileStore, project: Path) -> tuple[str, str, str]:
     """Three sessions: a compacted one with sub-agent usage, a plain one, an empty one."""
     a = store.create_session("main", project)
     store.insert_message(a, Role.SYSTEM, "You are koda.")
-    store.insert_message(a, Role.USER, "line one\nline \"two\" \\ with NUL \x00 and emoji 🐍")
+    first_user = store.insert_message(a, Role.USER, "line one\nline \"two\" \\ with NUL \x00 and emoji 🐍")
+    store.mark_message_complete(first_user)  # archived by the compaction below, completion kept
     store.insert_message(a, Role.ASSISTANT, "Looking.", tool_calls_json("c1"), usage=TokenUsage(100, 20, 5, 3, 7))
     store.insert_message(a, Role.TOOL, "a.py\nb.py", tool_call_id="c1")
     store.insert_message_with_agent(a, Role.ASSISTANT, "sub-agent view", None, None, TokenUsage(50, 5), "reviewer")
     store.insert_message(a, Role.ASSISTANT, "Two files.", usage=TokenUsage(120, 9))
     store.insert_message(a, Role.USER, "thanks")
     assert store.compact_session(a, "The user listed files.", 2) == 5
-    store.insert_message(a, Role.ASSISTANT, "after compaction", usage=TokenUsage(30, 4))
+    store.mark_message_complete(store.insert_message(a, Role.ASSISTANT, "after compaction", usage=TokenUsage(30, 4)))
+    store.set_session_title(a, "List the files")
+    store.set_session_mode(a, "auto-edit")
     store.set_metadata(a, "model", "claude-sonnet")
     store.set_metadata(a, "branch", "main")
     store.set_todo(a, "- [ ] one\n- [x] two\n")
     b = store.create_session("helper", project / "other")
     store.insert_message(b, Role.USER, "hello")
     store.insert_message(b, Role.ASSISTANT, "", usage=TokenUsage(1, 0))  # empty content kept as ""
+    store.set_session_mode(b, "plan")
+    # b was written in June 2025 (a hand edit of its times) and last used at noon that day
+    log = store.root / "sessions" / b / "messages.jsonl"
+    log.write_text(re.sub(r'"created_at":"[^"]*"', '"created_at":"2025-06-01T10:00:00.000000Z"', log.read_text()))
+    store.set_session_last_accessed(b, OLD_ACCESS)
     c = store.create_session("main", project)
+    store.set_session_title(c, "never used")
+    store.set_session_last_accessed(c, iso_ago(3_600.5))  # empty, but loaded an hour ago
     return a, b, c
+
+
+OLD_ACCESS = "2025-06-01T12:00:00.250000Z"
+
+
+def iso_ago(seconds: float) -> str:
+    """The store's ISO 8601 form of the time `seconds` ago."""
+    moment = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def seconds(m: Message) -> Message:
@@ -75,6 +96,7 @@ def seconds(m: Message) -> Message:
         m,
         created_at=m.created_at[:19] if m.created_at else None,
         compacted_at=m.compacted_at[:19] if m.compacted_at else None,
+        completed_at=m.completed_at[:19] if m.completed_at else None,
     )
 
 
@@ -97,10 +119,27 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
     assert sorted(report.imported) == sorted(sids)
     assert report.renumbered == () and report.skipped == () and report.failed == ()
     assert (report.messages, report.todos, report.metadata) == (12, 1, 2)
+    a, b, c = sids
+    assert (dst.get_session_idle_secs(a) or 0) <= 5  # just written
+    assert dst.session_last_accessed(b) == "2025-06-01T12:00:00.000000Z"  # koda's time, to the second
+    assert 3_599 <= (dst.get_session_idle_secs(c) or 0) <= 3_602  # not the time of the import
 
     for sid in sids:
         before, after = src.load_all_messages(sid), dst.load_all_messages(sid)
         assert [seconds(m) for m in after] == [seconds(m) for m in before]  # ids, order, archived state
+        # issue 6: title and approval mode, completion marks, and the idle time to the second
+        # (checked before the load_context below, which is an access)
+        assert (dst.get_session_title(sid), dst.get_session_mode(sid)) == (
+            src.get_session_title(sid), src.get_session_mode(sid)
+        )
+        assert [m.completed_at is None for m in after] == [m.completed_at is None for m in before]
+        last_src, last_dst = src.session_last_accessed(sid), dst.session_last_accessed(sid)
+        assert (last_dst or "")[:19] == (last_src or "")[:19]
+        idle_src, idle_dst = src.get_session_idle_secs(sid), dst.get_session_idle_secs(sid)
+        if idle_src is None:
+            assert idle_dst is None
+        else:
+            assert idle_dst is not None and 0 <= idle_dst - idle_src <= 1  # koda keeps whole seconds
         assert [m.id for m in dst.load_context(sid)] == [m.id for m in src.load_context(sid)]
         assert dst.session_token_usage(sid) == src.session_token_usage(sid)
         assert dst.session_usage_by_agent(sid) == src.session_usage_by_agent(sid)
@@ -109,13 +148,17 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
         assert h_dst["metadata"] == h_src["metadata"]
         assert (h_dst["agent_name"], h_dst["project_root"]) == (h_src["agent_name"], h_src["project_root"])
         assert h_dst["created_at"][:19] == h_src["created_at"][:19]
-    a = sids[0]
+        assert "last_accessed_at" not in h_dst  # kept where the idle time is read, not in the header
+    assert (dst.get_session_title(a), dst.get_session_mode(a)) == ("List the files", "auto-edit")
+    assert (dst.get_session_title(b), dst.get_session_mode(b)) == (None, "plan")
+    assert (dst.get_session_title(c), dst.get_session_mode(c)) == ("never used", None)
+    assert sum(m.completed_at is not None for m in dst.load_all_messages(a)) == 2
     assert dst.get_metadata(a, "model") == "claude-sonnet"
     assert dst.compacted_stats() == dataclasses.replace(
         src.compacted_stats(), oldest=(src.compacted_stats().oldest or "")[:19] + ".000000Z"
     )
     listed = dst.list_sessions(10, tmp_path / "proj")
-    assert {i.id for i in listed} == {sids[0], sids[2]}
+    assert {(i.id, i.title, i.mode) for i in listed} == {(a, "List the files", "auto-edit"), (c, "never used", None)}
     # The store's id rule holds after the import: a new message gets an id never used before.
     largest = max(m.id for sid in sids for m in dst.load_all_messages(sid))
     assert dst.insert_message(sids[1], Role.USER, "new") > largest
@@ -123,9 +166,13 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
 
 def test_export_writes_kodas_schema_exactly(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "s")
-    a, _, _ = populate(store, tmp_path)
+    a, b_sid, _ = populate(store, tmp_path)
+    d = store.create_session("main", tmp_path)
     db = tmp_path / "out.db"
     export_sqlite(store, db)
+    dst = FileStore(tmp_path / "dst")
+    import_sqlite(db, dst)
+    assert dst.get_session_idle_secs(d) is None and dst.session_last_accessed(d) is None  # still never
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left behind
     assert oct(db.stat().st_mode & 0o777) == "0o600"
     conn = sqlite3.connect(db)
@@ -150,6 +197,19 @@ def test_export_writes_kodas_schema_exactly(tmp_path: Path) -> None:
         assert old == 5
         todo = conn.execute("SELECT value FROM session_metadata WHERE session_id = ? AND key = 'todo'", (a,))
         assert todo.fetchone()[0] == "- [ ] one\n- [x] two\n"
+        # issue 6 columns, in koda's format
+        title, mode, accessed = conn.execute(
+            "SELECT title, mode, last_accessed_at FROM sessions WHERE id = ?", (a,)
+        ).fetchone()
+        assert (title, mode) == ("List the files", "auto-edit")
+        assert accessed == (store.session_last_accessed(a) or "")[:19].replace("T", " ")
+        old = conn.execute("SELECT last_accessed_at FROM sessions WHERE id = ?", (b_sid,)).fetchone()[0]
+        assert old == "2025-06-01 12:00:00"
+        completed = [r[0] for r in conn.execute("SELECT completed_at FROM messages WHERE session_id = ?", (a,))]
+        assert sum(c is not None for c in completed) == 2
+        assert all(len(c) == 19 and c[10] == " " for c in completed if c is not None)
+        never = conn.execute("SELECT title, mode, last_accessed_at FROM sessions WHERE id = ?", (d,)).fetchone()
+        assert never == (None, None, None)  # an empty session never accessed
         seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()[0]
         assert seq == max(r[0] for r in conn.execute("SELECT id FROM messages"))
     finally:
@@ -217,6 +277,11 @@ def test_import_older_database(tmp_path: Path) -> None:
     report = import_sqlite(db, store)
     assert sorted(report.imported) == ["s-one", "s-two"]
     assert report.renumbered == () and report.failed == ()
+    # koda's last_accessed_at, or where an older koda recorded none, the newest message's time:
+    # the import itself is not an access
+    assert store.session_last_accessed("s-one") == "2025-01-03T00:00:00.000000Z"
+    assert store.session_last_accessed("s-two") == "2025-01-02T03:05:02.000000Z"
+    assert (store.get_session_idle_secs("s-two") or 0) > 365 * 86_400
     one = store.load_all_messages("s-one")
     # by id, except that the summary and hint go before the tail compaction kept (this store's rule)
     assert [m.id for m in one] == [1, 2, 7, 8, 4, 6]
@@ -238,6 +303,12 @@ def test_import_older_database(tmp_path: Path) -> None:
     assert {i.id for i in store.list_sessions(10, "/elsewhere")} == {"s-two"}
     usage = store.session_token_usage("s-one")
     assert (usage.prompt_tokens, usage.completion_tokens, usage.api_calls) == (10, 2, 1)
+    # the newer columns are absent: no title, mode or completion marks
+    assert [(i.id, i.title, i.mode) for i in store.list_sessions(10, "/home/me/app")] == [
+        ("s-two", None, None), ("s-one", None, None)
+    ]
+    assert all(m.completed_at is None for m in one)
+    assert "last_accessed_at" not in h
     assert store.purge_compacted(1) == 2  # the archive times were read as the times they are
     assert store.insert_message("s-two", Role.USER, "next") > 8
 

@@ -23,6 +23,7 @@ import orjson
 from .errors import KodaFilesError
 from .fileops import atomic_write, read_file
 from .layout import MESSAGES, METADATA
+from .messagelog import iter_file_lines
 from .scan import iter_messages
 from .session import read_header
 
@@ -31,6 +32,7 @@ __all__ = ["LogSummary", "SessionIndex"]
 log = logging.getLogger("koda_files")
 
 INDEX_FILE = ".index"
+ARCHIVED_MARK = b'"compacted_at"'  # in every archived line; a line without it is not archived
 _VERSION = 1
 Key = tuple[int, int, int]
 
@@ -136,6 +138,24 @@ class SessionIndex:
             self._logs[session_id] = (key, summary)
             self._dirty = True
         return summary
+
+    def may_have_archived(self, session_id: str) -> bool:
+        """False only if the session surely has no archived message (a cheap pre-check for purge).
+
+        From the index when its entry is current; else from a byte search of the log for the
+        `compacted_at` key, which is cheaper than counting the log.
+        """
+        path = f"{self._sessions}/{session_id}/{MESSAGES}"
+        try:
+            key = _key(os.stat(path, follow_symlinks=False))
+        except OSError:
+            return False
+        with self._lock:
+            self._load()
+            cached = self._logs.get(session_id)
+        if cached is not None and cached[0] == key:
+            return cached[1].archived > 0
+        return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
 
     def save(self, live: list[str]) -> None:
         """Write the index if it changed, keeping only `live` sessions; errors are ignored."""

@@ -251,8 +251,7 @@ class FileStore(ResumeState):
         if min_age_days < 0:
             raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
         ids = self._session_ids()
-        candidates = [sid for sid in ids if self._index.summary(sid).archived]
-        self._index.save(ids)
+        candidates = [sid for sid in ids if self._index.may_have_archived(sid)]
         if not candidates:
             return 0
         # Each session is rewritten on its own (temp file, fsync, rename); run them side by

@@ -1,0 +1,118 @@
+"""Issue 3, item 4: damage on disk. Each kind is readable with a warning naming file and line,
+nothing a person wrote is dropped by any rewrite, and one broken session never hides the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from koda_files import FileStore, KodaFilesError, Role
+
+
+def _two_sessions(root: Path) -> tuple[FileStore, str, str, Path]:
+    store = FileStore(root)
+    good = store.create_session("main", ".")
+    store.insert_message(good, Role.USER, "the healthy one")
+    sid = store.create_session("main", ".")
+    for text in ("one", "two", "three"):
+        store.insert_message(sid, Role.USER, text)
+    return store, sid, good, root / "sessions" / sid / "messages.jsonl"
+
+
+# (name, how to damage the lines, the damaged line (1-based) a warning must name, bytes that must survive)
+Damage = Callable[[list[bytes]], list[bytes]]
+LINE_DAMAGE: list[tuple[str, Damage, int | None, bytes | None]] = [
+    ("malformed-middle", lambda ls: [ls[0], b'{"id": 99, "role": "user", oops', *ls[1:]], 2, b"oops"),
+    ("missing-id", lambda ls: [ls[0], b'{"role":"user","content":"no id"}', *ls[1:]], 2, b"no id"),
+    ("missing-role", lambda ls: [ls[0], b'{"id":77,"content":"no role"}', *ls[1:]], 2, b"no role"),
+    ("wrong-types", lambda ls: [ls[0], b'{"id":"5","role":"user","prompt_tokens":1.5}', *ls[1:]], 2, b'"5"'),
+    ("not-an-object", lambda ls: [ls[0], b"[1, 2, 3]", *ls[1:]], 2, b"[1, 2, 3]"),
+    ("blank-lines", lambda ls: [ls[0], b"", b"   ", *ls[1:]], 3, None),
+    ("crlf", lambda ls: [x + b"\r" for x in ls], None, None),
+    ("bom", lambda ls: [b"\xef\xbb\xbf" + ls[0], *ls[1:]], None, None),
+]
+
+
+@pytest.mark.parametrize("name,damage,bad_line,kept", LINE_DAMAGE, ids=[d[0] for d in LINE_DAMAGE])
+def test_damaged_lines_are_skipped_with_a_warning_and_kept_by_rewrites(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    damage: Damage,
+    bad_line: int | None,
+    kept: bytes | None,
+) -> None:
+    _, sid, good, path = _two_sessions(tmp_path / "root")
+    lines = path.read_bytes().split(b"\n")[:-1]
+    path.write_bytes(b"\n".join(damage(lines)) + b"\n")
+    fresh = FileStore(tmp_path / "root")
+    with caplog.at_level(logging.WARNING, logger="koda_files"):
+        assert [m.content for m in fresh.load_all_messages(sid)] == ["one", "two", "three"]
+    if bad_line is not None:
+        text = caplog.text
+        assert str(path) in text and f"line {bad_line}" in text, text
+    # Rewrites keep what a person wrote.
+    fresh.insert_message(sid, Role.USER, "four")
+    assert fresh.compact_session(sid, "sum", 1) == 3
+    fresh.purge_compacted(0)
+    if kept is not None:
+        assert kept in path.read_bytes(), "a rewrite dropped a line a person wrote"
+    assert [m.content for m in fresh.load_context(sid)] == ["sum", fresh.load_context(sid)[1].content, "four"]
+    # The other session is untouched and listed.
+    assert {i.id for i in fresh.list_sessions(10, ".")} == {sid, good}
+    assert [m.content for m in fresh.load_all_messages(good)] == ["the healthy one"]
+
+
+def test_zero_filled_tail_reads_and_is_not_glued_to_the_next_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, sid, _, path = _two_sessions(tmp_path / "root")
+    with path.open("ab") as f:
+        f.write(b"\0" * 4096)  # what a crash can leave after a size update without the data
+    fresh = FileStore(tmp_path / "root")
+    with caplog.at_level(logging.WARNING, logger="koda_files"):
+        assert [m.content for m in fresh.load_all_messages(sid)] == ["one", "two", "three"]
+    assert "line 4" in caplog.text and str(path) in caplog.text
+    fresh.insert_message(sid, Role.USER, "four")
+    assert [m.content for m in fresh.load_all_messages(sid)] == ["one", "two", "three", "four"]
+    assert path.read_bytes().split(b"\n")[3] == b"\0" * 4096
+    fresh.compact_session(sid, "sum", 1)
+    assert b"\0" * 4096 + b"\n" in path.read_bytes()
+
+
+def test_unparsable_metadata_is_reported_and_never_overwritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, sid, good, _ = _two_sessions(tmp_path / "root")
+    header = tmp_path / "root" / "sessions" / sid / "metadata.json"
+    broken = b'{"agent_name": "main", "metadata": {"k": "half an edit'
+    header.write_bytes(broken)
+    fresh = FileStore(tmp_path / "root")
+    with caplog.at_level(logging.WARNING, logger="koda_files"):
+        assert [i.id for i in fresh.list_sessions(10, ".")] == [good]
+    assert str(header) in caplog.text
+    assert [m.content for m in fresh.load_all_messages(sid)] == ["one", "two", "three"]
+    with pytest.raises(KodaFilesError, match=r"metadata\.json"):
+        fresh.set_metadata(sid, "k", "v")
+    assert header.read_bytes() == broken
+    fresh.insert_message(sid, Role.USER, "still writable")
+    assert fresh.load_all_messages(sid)[-1].content == "still writable"
+    assert [p.kind for p in fresh.check().problems] == ["bad-header"]
+
+
+def test_missing_messages_file_reads_empty_and_others_stay_visible(tmp_path: Path) -> None:
+    _, sid, good, path = _two_sessions(tmp_path / "root")
+    path.unlink()
+    fresh = FileStore(tmp_path / "root")
+    assert fresh.load_all_messages(sid) == []
+    infos = {i.id: i.message_count for i in fresh.list_sessions(10, ".")}
+    assert infos == {sid: 0, good: 1}
+    assert fresh.purge_compacted(0) == 0 and fresh.compact_session(sid, "s", 0) == 0
+    assert [p.kind for p in fresh.check().problems] == ["missing-log"]
+    fresh.insert_message(sid, Role.USER, "recreated")
+    assert [m.content for m in fresh.load_all_messages(sid)] == ["recreated"]
+    assert fresh.check().problems == ()

@@ -55,6 +55,10 @@ class IdAllocator:
                 counter = int(raw.strip())
             except ValueError:
                 counter = self._largest_id() + 1  # new root, or a damaged counter: rebuild
+            if counter < at_least:
+                # The session already holds ids the counter says are free: the counter was set
+                # back (restored by hand, or lost to a power cut in "flush" mode). Rebuild it.
+                counter = max(counter, self._largest_id() + 1)
             first = max(counter, at_least, 1)
             end = first + max(self._block, count)
             write_at(fd, b"%0*d\n" % (_WIDTH, end), 0)

@@ -28,7 +28,7 @@ class IdAllocator:
     """Hands out ids for one root; thread-safe and fork-safe."""
 
     def __init__(self, path: Path, durable: bool, largest_id: Callable[[], int]) -> None:
-        self._mutex = FileMutex(path)
+        self.mutex = FileMutex(path)
         self._durable = durable
         self._largest_id = largest_id
         self._lock = threading.Lock()
@@ -49,7 +49,7 @@ class IdAllocator:
             return first
 
     def _reserve(self, at_least: int, count: int) -> int:
-        with self._mutex.held() as fd:
+        with self.mutex.held() as fd:
             raw = os.pread(fd, 64, 0)
             try:
                 counter = int(raw.strip())

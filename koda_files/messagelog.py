@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec import Completion, LineError, decode_entry, with_completion
+from .errors import KodaFilesError
 from .fileops import open_read
 from .types import Message
 
@@ -29,6 +30,7 @@ _GUARD = 32
 _CHUNK = 1 << 22
 _BACK_CHUNK = 1 << 16
 _STREAM_CHUNK = 1 << 20
+_MAX_REREADS = 100
 # What each line of the file is, in `MessageLog.kinds`: rewrites copy lines by these.
 OTHER = 0  # blank, or not a message: kept verbatim
 ACTIVE = 1
@@ -201,11 +203,14 @@ class MessageLog:
         self._reset()
         # A rewrite may rename a new file over the path between our stat and open: read again
         # (otherwise this reader would see an empty log).
-        while not self._read_from(0, st, tail_is_torn):
+        for _ in range(_MAX_REREADS):
+            if self._read_from(0, st, tail_is_torn):
+                return
             try:
                 st = os.stat(self.path, follow_symlinks=False)
             except FileNotFoundError:
                 return
+        raise KodaFilesError(f"{self.path} was replaced {_MAX_REREADS} times while being read; try again")
 
     def _reset(self) -> None:
         self.messages = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from .fileops import atomic_write, make_dir, read_file
 from .ids import IdAllocator
 from .index import SessionIndex
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, SESSION_ID_PATTERN, SESSIONS, default_root, validate_session_id
+from .locking import FileMutex
 from .protocol import StrPath
 from .scan import largest_id
 from .session import SessionDir, encode_header
@@ -36,6 +38,7 @@ log = logging.getLogger("koda_files")
 _DURABILITY = ("flush", "fsync")
 _MAX_HANDLES = 64
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound="StoreRoot")
 
 
 class StoreRoot:
@@ -51,6 +54,8 @@ class StoreRoot:
         self._handles_lock = threading.Lock()
         self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
         self._index = SessionIndex(self.root)
+        # A store dropped without close() must not leak its descriptors (and flock owners).
+        weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
         self._root_ready = False
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
         self._last_append: tuple[str, int] | None = None
@@ -60,10 +65,13 @@ class StoreRoot:
 
     def close(self) -> None:
         """Close cached descriptors; the store stays usable and reopens them on demand."""
-        with self._handles_lock:
-            for handle in self._handles.values():
-                handle.close()
-            self._handles.clear()
+        _close_handles(self._handles, self._handles_lock, self._ids.mutex)
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _acquire(self, session_id: str) -> SessionDir:
         """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
@@ -167,6 +175,14 @@ class StoreRoot:
                 messages.close()
         finally:
             self._release(handle)
+
+
+def _close_handles(handles: OrderedDict[str, SessionDir], lock: threading.Lock, ids: FileMutex) -> None:
+    ids.close()
+    with lock:
+        for handle in handles.values():
+            handle.close()
+        handles.clear()
 
 
 def check_limit(limit: int) -> None:

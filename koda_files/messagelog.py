@@ -29,6 +29,7 @@ _BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
 _BACK_CHUNK = 1 << 16
+_FIRST_BACK_CHUNK = 1 << 12
 _STREAM_CHUNK = 1 << 20
 _MAX_REREADS = 100
 # What each line of the file is, in `MessageLog.kinds`: rewrites copy lines by these.
@@ -111,8 +112,12 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
         carry = b""
         pos = end
         completions: dict[int, str] = {}
+        # Start small (the answer is usually in the last few lines, whatever the file's size)
+        # and double, so a long walk back still takes few reads.
+        step = _FIRST_BACK_CHUNK
         while pos > 0:
-            start = max(0, pos - _BACK_CHUNK)
+            start = max(0, pos - step)
+            step = min(step * 2, _STREAM_CHUNK)
             data = os.pread(fd, pos - start, start) + carry
             pos = start
             pieces = data.split(b"\n")

@@ -19,6 +19,7 @@ __all__ = [
     "INT64_MIN",
     "Completion",
     "LineError",
+    "add_field",
     "check_int",
     "check_text",
     "decode_entry",
@@ -26,7 +27,7 @@ __all__ = [
     "encode_completion",
     "encode_new",
     "encode_record",
-    "mark_archived",
+    "field_suffix",
     "mark_completed",
     "with_completion",
     "with_id",
@@ -242,20 +243,23 @@ def with_completion(message: Message, completed_at: str) -> Message:
     return patched
 
 
-def _add_field(line: bytes, name: bytes, value: str) -> bytes:
-    # The new key goes last: JSON readers (orjson included) keep the last of duplicate keys.
+def field_suffix(name: str, value: str) -> bytes:
+    """The bytes that end a record with one more string field: `,"name":"value"}`."""
+    return b',"' + name.encode() + b'":' + orjson.dumps(value) + b"}"
+
+
+def add_field(line: bytes, suffix: bytes) -> bytes:
+    """Add a field (from `field_suffix`) to an encoded message, copying every other byte as it was.
+
+    The new key goes last: JSON readers (orjson included) keep the last of duplicate keys. A
+    message has an `id`, so its object is never empty and the comma is always right.
+    """
     body = line.rstrip()
     if not body.endswith(b"}"):
         raise LineError("not a JSON object")
-    separator = b"," if body[:-1].rstrip() != b"{" else b""
-    return body[:-1] + separator + b'"' + name + b'":' + orjson.dumps(value) + b"}"
-
-
-def mark_archived(line: bytes, compacted_at: str) -> bytes:
-    """Add `compacted_at` to an encoded record, copying every other byte as it was."""
-    return _add_field(line, b"compacted_at", compacted_at)
+    return body[:-1] + suffix
 
 
 def mark_completed(line: bytes, completed_at: str) -> bytes:
-    """Add `completed_at` to an encoded record (a rewrite folding an annotation into its message)."""
-    return _add_field(line, b"completed_at", completed_at)
+    """Add `completed_at` to an encoded message (a rewrite folding an annotation into it)."""
+    return add_field(line, field_suffix("completed_at", completed_at))

@@ -16,7 +16,16 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 
-from .codec import Completion, LineError, decode_entry, decode_line, encode_record, mark_archived, mark_completed
+from .codec import (
+    Completion,
+    LineError,
+    add_field,
+    decode_entry,
+    decode_line,
+    encode_record,
+    field_suffix,
+    mark_completed,
+)
 from .errors import KodaFilesError
 from .fileops import atomic_write
 from .layout import parse_time, utc_now
@@ -117,6 +126,8 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
         first_id + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now
     )
 
+    archived = field_suffix("compacted_at", now)  # encoded once, spliced into every archived line
+
     def lines() -> Iterator[bytes]:
         seen = 0
         pending = True
@@ -129,7 +140,7 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
             if kind == ACTIVE:
                 seen += 1
                 if seen <= to_archive:
-                    yield mark_archived(line, now) + b"\n"
+                    yield add_field(line, archived) + b"\n"
                     continue
                 if pending:
                     yield inserted

@@ -42,7 +42,7 @@ def largest_id(session_dir: Path) -> int:
 
 
 # File mtimes come from a coarse kernel clock that can lag `created_at` by a few milliseconds.
-_CLOCK_SLACK_NS = 50_000_000
+_CLOCK_SLACK_NS = 10_000_000  # a jiffy is 10 ms at HZ=100, the coarsest Linux setting
 # In any line of a user message; inside a JSON string a quote is escaped, so this is rare elsewhere.
 USER_MARK = b'"user"'
 

@@ -11,6 +11,7 @@ re-read; writing it is best effort (a read-only root still answers).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -34,7 +35,7 @@ log = logging.getLogger("koda_files")
 INDEX_FILE = ".index"
 ARCHIVED_MARK = b'"compacted_at"'  # in every archived line; a line without it is not archived
 _VERSION = 1
-Key = tuple[int, int, int]
+Key = list[int]
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class LogSummary:
 
 
 def _key(st: os.stat_result) -> Key:
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return [st.st_ino, st.st_size, st.st_mtime_ns]  # a list, as it reads back from the JSON
 
 
 def summarize(path: Path, session_id: str) -> LogSummary:
@@ -68,7 +69,11 @@ def summarize(path: Path, session_id: str) -> LogSummary:
 
 
 class SessionIndex:
-    """The index of one root, loaded once per store and checked against the files on every use."""
+    """The index of one root, loaded once per store and checked against the files on every use.
+
+    Entries are kept as the JSON lists they are stored as (`[inode, size, mtime]` keys, summary
+    fields in `LogSummary` order): loading a thousand sessions' worth is one `orjson.loads`.
+    """
 
     def __init__(self, root: Path) -> None:
         self._path = root / INDEX_FILE
@@ -76,8 +81,8 @@ class SessionIndex:
         self._lock = threading.Lock()
         self._loaded = False
         self._dirty = False
-        self._headers: dict[str, tuple[Key, dict[str, Any]]] = {}
-        self._logs: dict[str, tuple[Key, LogSummary]] = {}
+        self._headers: dict[str, list[Any]] = {}  # sid -> [key, header]
+        self._logs: dict[str, list[Any]] = {}  # sid -> [key, summary fields]
 
     def _load(self) -> None:
         if self._loaded:
@@ -86,40 +91,42 @@ class SessionIndex:
         try:
             raw = read_file(self._path)
             data = orjson.loads(raw) if raw else {}
-            if not isinstance(data, dict) or data.get("version") != _VERSION:
-                return
-            for sid, (key, header) in data.get("headers", {}).items():
-                self._headers[sid] = (tuple(key), header)
-            for sid, (key, summary) in data.get("logs", {}).items():
-                self._logs[sid] = (tuple(key), LogSummary(*summary))
-        except (OSError, ValueError, TypeError) as exc:
+            if isinstance(data, dict) and data.get("version") == _VERSION:
+                headers, logs = data.get("headers", {}), data.get("logs", {})
+                if isinstance(headers, dict) and isinstance(logs, dict):
+                    self._headers, self._logs = headers, logs
+        except (OSError, ValueError) as exc:
             # Derived data: a damaged index is rebuilt, never an error.
             log.debug("%s unreadable (%s); rebuilding it", self._path, exc)
-            self._headers.clear()
-            self._logs.clear()
 
-    def header(self, session_id: str) -> dict[str, Any] | None:
-        """The header of a session (without its key/value metadata); None if unreadable (logged)."""
-        path = f"{self._sessions}/{session_id}/{METADATA}"
+    def headers(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The headers (without key/value metadata) of these sessions; unreadable ones are left out (logged)."""
+        out: dict[str, dict[str, Any]] = {}
+        stale = []
         with self._lock:
             self._load()
+            for sid in session_ids:
+                try:
+                    key = _key(os.stat(f"{self._sessions}/{sid}/{METADATA}", follow_symlinks=False))
+                except OSError:
+                    key = [-1, -1, -1]
+                cached = self._headers.get(sid)
+                if type(cached) is list and len(cached) == 2 and cached[0] == key and type(cached[1]) is dict:
+                    out[sid] = cached[1]
+                else:
+                    stale.append((sid, key))
+        for sid, key in stale:
             try:
-                key = _key(os.stat(path, follow_symlinks=False))
-            except OSError:
-                key = (-1, -1, -1)
-            cached = self._headers.get(session_id)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-        try:
-            header = read_header(Path(self._sessions, session_id), session_id)
-        except KodaFilesError as exc:
-            log.warning("%s; session skipped", exc)
-            return None
-        header.pop("metadata", None)  # values can be large; listing never needs them
-        with self._lock:
-            self._headers[session_id] = (key, header)
-            self._dirty = True
-        return header
+                header = read_header(Path(self._sessions, sid), sid)
+            except KodaFilesError as exc:
+                log.warning("%s; session skipped", exc)
+                continue
+            header.pop("metadata", None)  # values can be large; listing never needs them
+            out[sid] = header
+            with self._lock:
+                self._headers[sid] = [key, header]
+                self._dirty = True
+        return out
 
     def summary(self, session_id: str) -> LogSummary:
         """Counts of a session's log, re-read only if the file changed since they were taken."""
@@ -131,11 +138,12 @@ class SessionIndex:
         with self._lock:
             self._load()
             cached = self._logs.get(session_id)
-            if cached is not None and cached[0] == key:
-                return cached[1]
+        if type(cached) is list and len(cached) == 2 and cached[0] == key:
+            with contextlib.suppress(TypeError):
+                return LogSummary(*cached[1])
         summary = summarize(Path(path), session_id)
         with self._lock:
-            self._logs[session_id] = (key, summary)
+            self._logs[session_id] = [key, list(dataclasses.astuple(summary))]
             self._dirty = True
         return summary
 
@@ -153,8 +161,9 @@ class SessionIndex:
         with self._lock:
             self._load()
             cached = self._logs.get(session_id)
-        if cached is not None and cached[0] == key:
-            return cached[1].archived > 0
+        if type(cached) is list and len(cached) == 2 and cached[0] == key:
+            with contextlib.suppress(TypeError):
+                return LogSummary(*cached[1]).archived > 0
         return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
 
     def save(self, live: list[str]) -> None:
@@ -167,14 +176,7 @@ class SessionIndex:
                     self._dirty = True
             if not self._dirty:
                 return
-            data = {
-                "version": _VERSION,
-                "headers": {sid: [list(k), h] for sid, (k, h) in self._headers.items()},
-                "logs": {
-                    sid: [list(k), [s.count, s.tokens, s.archived, s.archived_bytes, s.oldest_archived]]
-                    for sid, (k, s) in self._logs.items()
-                },
-            }
+            data = orjson.dumps({"version": _VERSION, "headers": self._headers, "logs": self._logs})
             self._dirty = False
         with contextlib.suppress(OSError):
-            atomic_write(self._path, [orjson.dumps(data)], durable=False)
+            atomic_write(self._path, [data], durable=False)

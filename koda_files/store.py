@@ -84,10 +84,7 @@ class FileStore(ResumeState):
         wanted = os.path.abspath(os.fspath(project_root))
         ids = self._session_ids()
         rows: list[tuple[str, str, dict[str, Any]]] = []
-        for sid in ids:
-            header = self._index.header(sid)
-            if header is None:
-                continue
+        for sid, header in self._index.headers(ids).items():
             root = header.get("project_root")
             if root is not None and root != wanted:
                 continue

@@ -193,13 +193,28 @@ class SessionDir:
         write) gets one first, so the new line is never glued to the damage. On error the file is
         cut back to its old size: nothing partial stays visible. Returns the id.
         """
+
+        def build(last_id: int) -> tuple[bytes, int]:
+            msg_id = at_least(last_id + 1)
+            return with_id(record, msg_id), msg_id
+
+        return self._append(build)
+
+    def append_line(self, line: bytes) -> None:
+        """Append a whole `\\n`-terminated line that is not a new message (a completion annotation).
+
+        Same rules as `append`, under the held lock. No id is allocated.
+        """
+        self._append(lambda last_id: (line, 0))
+
+    def _append(self, build: Callable[[int], tuple[bytes, int]]) -> int:
+        # `build(largest id in the log)` gives the line and its id (0: none).
         fd, ino, size = self._append_fd()
         if (ino, size) == self._known:
             last_id, ends_clean = self._last_id, True
         else:
             last_id, ends_clean = last_id_in(fd, size, self.id)
-        msg_id = at_least(last_id + 1)
-        line = with_id(record, msg_id)
+        line, msg_id = build(last_id)
         data = line if ends_clean else b"\n" + line
         try:
             write_all(fd, data)
@@ -215,32 +230,6 @@ class SessionDir:
         if ends_clean:
             self.log.note_append(line, size, ino)
         return msg_id
-
-    def append_line(self, line: bytes) -> None:
-        """Append a whole `\\n`-terminated line that is not a new message (a completion annotation).
-
-        Same rules as `append`, under the held lock: a torn tail gets a newline first, and on
-        error the file is cut back to its old size. No id is allocated.
-        """
-        fd, ino, size = self._append_fd()
-        if (ino, size) == self._known:
-            last_id, ends_clean = self._last_id, True
-        else:
-            last_id, ends_clean = last_id_in(fd, size, self.id)
-        data = line if ends_clean else b"\n" + line
-        try:
-            write_all(fd, data)
-            if self.durable:
-                sync(fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                truncate(fd, size)
-            self._known = (-1, -1)
-            raise
-        self._known = (ino, size + len(data))
-        self._last_id = last_id
-        if ends_clean:
-            self.log.note_append(line, size, ino)
 
     def _append_fd(self) -> tuple[int, int, int]:
         """(descriptor, inode, size) of the log as it is now, reopened if it was replaced."""

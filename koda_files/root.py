@@ -57,6 +57,7 @@ class StoreRoot:
         # A store dropped without close() must not leak its descriptors (and flock owners).
         weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
         self._root_ready = False
+        self._layout_ok = False
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
         self._last_append: tuple[str, int] | None = None
 
@@ -75,6 +76,8 @@ class StoreRoot:
 
     def _acquire(self, session_id: str) -> SessionDir:
         """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
+        if not self._layout_ok:
+            self._check_layout_once()
         with self._handles_lock:
             handle = self._handles.get(session_id)
             if handle is None:
@@ -119,6 +122,14 @@ class StoreRoot:
         make_dir(self._sessions_dir)
         self._root_ready = True
 
+    def _check_layout_once(self) -> None:
+        """Refuse, before any read or write, a root laid out by a newer koda-files."""
+        marker = self.root / LAYOUT_FILE
+        raw = read_file(marker)
+        if raw is not None:
+            self._check_layout(marker, raw)
+        self._layout_ok = True
+
     @staticmethod
     def _check_layout(marker: Path, raw: bytes) -> None:
         try:
@@ -132,6 +143,8 @@ class StoreRoot:
 
     def _session_ids(self) -> list[str]:
         """Ids of the session directories under the root (dot-entries and symlinks left out)."""
+        if not self._layout_ok:
+            self._check_layout_once()
         try:
             entries = list(os.scandir(self._sessions_dir))
         except FileNotFoundError:

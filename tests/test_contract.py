@@ -1996,3 +1996,23 @@ def test_compaction_racing_with_appends_loses_nothing(root: Path, tmp_path: Path
     assert [m.content for m in store.load_context(sid)][-3:] == appended[-3:]
     for line in raw_lines(messages_path(root, sid)):
         json.loads(line)
+
+
+@pytest.mark.parametrize("layout", [99, "one"])
+def test_a_root_from_a_newer_or_unknown_layout_is_refused_before_any_read_or_write(
+    root: Path, tmp_path: Path, layout: object
+) -> None:
+    sid = FileStore(root).create_session("koda", tmp_path)
+    marker = root / "koda-files.json"
+    marker.write_text(json.dumps({"format": "koda-files", "layout": layout}))
+    before = snapshot(root)
+    calls: list[Callable[[FileStore], object]] = [
+        lambda s: s.load_all_messages(sid),
+        lambda s: s.insert_message(sid, Role.USER, "x"),
+        lambda s: s.list_sessions(10, tmp_path),
+        lambda s: s.create_session("koda", tmp_path),
+    ]
+    for call in calls:
+        with pytest.raises(KodaFilesError, match=r"koda-files\.json"):
+            call(FileStore(root))
+    assert snapshot(root) == before

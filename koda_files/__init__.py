@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
 from .protocol import AsyncPersistence, Persistence
-from .store import FileStore
 from .types import CompactedStats, Interruption, Message, Role, SessionInfo, SessionUsage, TokenUsage
 
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
+    from .store import FileStore
 
-# Imported on first use: asyncio and sqlite3 cost more start-up time than the rest of the
-# package, and a program (or the CLI) that never touches them should not pay for them.
+# Imported on first use: the store (with filelock and orjson), asyncio and sqlite3 cost more
+# start-up time than the rest of the package, and `koda-files --help` needs none of them.
 _LAZY = {
+    "FileStore": "store",
     "AsyncFileStore": "aio",
     "ExportReport": "kodadb",
     "ImportReport": "kodadb",

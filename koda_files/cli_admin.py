@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from .cli import PROG, confirm, open_store, print_json, session_dirs, style_for_stdout
@@ -68,16 +67,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .cli_render import Progress
-    from .errors import KodaFilesError
 
     store = open_store(args)
-    check: Callable[..., Any] | None = getattr(store, "check", None)
-    if check is None:
-        raise KodaFilesError("this koda_files has no FileStore.check")
     progress = Progress("checking")
     progress.note(f"checking {store.root} …")
     try:
-        report = check(repair=args.repair)
+        report = store.check(repair=args.repair)
     finally:
         progress.done()
     if args.json:

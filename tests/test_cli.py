@@ -338,3 +338,27 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli: Cli, sessions: t
     assert b"\x1b[" in coloured and b"Twenty files." in coloured
     plain = _run_in_terminal(cli, "show", a, NO_COLOR="1")
     assert b"\x1b[" not in plain and b"Twenty files." in plain
+
+
+def test_progress_goes_to_stderr_only_when_it_is_a_terminal(cli: Cli, sessions: tuple[str, str]) -> None:
+    out = cli.tmp_path / "exported.db"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "koda_files", "export-sqlite", str(out)], stdout=subprocess.PIPE, stderr=slave,
+        cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root),
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while select.select([master], [], [], 30)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    assert b"exporting sessions" in shown and b"2/2" in shown
+    quiet = cli.run("export-sqlite", str(cli.tmp_path / "again.db"))  # stderr is a pipe here
+    assert quiet.returncode == 0 and quiet.stderr == ""

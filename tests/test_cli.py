@@ -307,19 +307,17 @@ def test_debug_shows_the_traceback(cli: Cli) -> None:
     assert r.returncode == 1 and "Traceback" in r.stderr
 
 
-def _run_in_terminal(cli: Cli, *args: str, **extra: str) -> bytes:
-    """Run with stdout on a pseudo-terminal; returns what it printed."""
+def _run_on_terminal(cli: Cli, *args: str, stream: str = "stdout", **extra: str) -> bytes:
+    """Run with `stream` ("stdout" or "stderr") on a pseudo-terminal; returns what it showed there."""
     master, slave = pty.openpty()
+    other = subprocess.PIPE
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koda_files", *args], stdout=slave, stderr=subprocess.PIPE, cwd=cli.cwd,
-        env=env_for(cli.tmp_path, cli.root, **extra),
+        [sys.executable, "-m", "koda_files", *args], cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root, **extra),
+        stdout=slave if stream == "stdout" else other, stderr=slave if stream == "stderr" else other,
     )  # fmt: skip
     os.close(slave)
     out = b""
-    while True:
-        ready, _, _ = select.select([master], [], [], 30)
-        if not ready:
-            break
+    while select.select([master], [], [], 30)[0]:
         try:
             chunk = os.read(master, 65536)
         except OSError:  # the child closed the terminal
@@ -328,37 +326,21 @@ def _run_in_terminal(cli: Cli, *args: str, **extra: str) -> bytes:
             break
         out += chunk
     os.close(master)
-    assert proc.wait(timeout=60) == 0
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
     return out
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(cli: Cli, sessions: tuple[str, str]) -> None:
     a, _ = sessions
-    coloured = _run_in_terminal(cli, "show", a)
+    coloured = _run_on_terminal(cli, "show", a)
     assert b"\x1b[" in coloured and b"Twenty files." in coloured
-    plain = _run_in_terminal(cli, "show", a, NO_COLOR="1")
+    plain = _run_on_terminal(cli, "show", a, NO_COLOR="1")
     assert b"\x1b[" not in plain and b"Twenty files." in plain
 
 
 def test_progress_goes_to_stderr_only_when_it_is_a_terminal(cli: Cli, sessions: tuple[str, str]) -> None:
-    out = cli.tmp_path / "exported.db"
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "koda_files", "export-sqlite", str(out)], stdout=subprocess.PIPE, stderr=slave,
-        cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root),
-    )  # fmt: skip
-    os.close(slave)
-    shown = b""
-    while select.select([master], [], [], 30)[0]:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
+    shown = _run_on_terminal(cli, "export-sqlite", str(cli.tmp_path / "exported.db"), stream="stderr")
     assert b"exporting sessions" in shown and b"2/2" in shown
     quiet = cli.run("export-sqlite", str(cli.tmp_path / "again.db"))  # stderr is a pipe here
     assert quiet.returncode == 0 and quiet.stderr == ""

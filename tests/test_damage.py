@@ -98,7 +98,8 @@ def test_unparsable_metadata_is_reported_and_never_overwritten(
     assert [m.content for m in fresh.load_all_messages(sid)] == ["one", "two", "three"]
     with pytest.raises(KodaFilesError, match=r"metadata\.json"):
         fresh.set_metadata(sid, "k", "v")
-    for read in (lambda: fresh.get_metadata(sid, "k"), lambda: fresh.get_session_mode(sid)):
+    reads: list[Callable[[], object]] = [lambda: fresh.get_metadata(sid, "k"), lambda: fresh.get_session_mode(sid)]
+    for read in reads:
         with pytest.raises(KodaFilesError, match=r"metadata\.json"):  # not a silent None
             read()
     assert header.read_bytes() == broken

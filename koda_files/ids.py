@@ -14,6 +14,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from .codec import INT64_MAX
+from .errors import KodaFilesError
 from .fileops import sync, write_at
 from .locking import FileMutex
 
@@ -39,6 +41,8 @@ class IdAllocator:
 
     def take(self, at_least: int, count: int = 1) -> int:
         """Reserve `count` consecutive ids, all >= `at_least`; returns the first."""
+        if count < 1:
+            raise ValueError(f"cannot reserve {count} ids")
         with self._lock:
             if self._pid != os.getpid():  # a forked child must not reuse the parent's block
                 self._pid, self._next, self._end = os.getpid(), 0, 0
@@ -61,6 +65,9 @@ class IdAllocator:
                 counter = max(counter, self._largest_id() + 1)
             first = max(counter, at_least, 1)
             end = first + max(self._block, count)
+            if first + count - 1 > INT64_MAX:
+                raise KodaFilesError(f"{self.mutex.path}: message ids would pass 2**63 - 1")
+            end = min(end, INT64_MAX + 1)
             write_at(fd, b"%0*d\n" % (_WIDTH, end), 0)
             if self._durable:
                 sync(fd)

@@ -164,7 +164,11 @@ class SessionIndex:
         if type(cached) is list and len(cached) == 2 and cached[0] == key:
             with contextlib.suppress(TypeError):
                 return LogSummary(*cached[1]).archived > 0
-        return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
+        try:
+            return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
+        except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
+            log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+            return False
 
     def save(self, live: list[str]) -> None:
         """Write the index if it changed, keeping only `live` sessions; errors are ignored."""

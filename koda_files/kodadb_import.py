@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["run_import"]
 
+_MAX_KEPT_ID = 2**53  # far below 2**63: the store keeps handing out ids after the largest kept one
 _SESSION_COLUMNS = ("id", "created_at", "agent_name", "project_root", "last_accessed_at", *HEADER_COLUMNS)
 _MESSAGE_COLUMNS = (
     "id",
@@ -141,13 +142,16 @@ def _import(
     # Reserve koda's id range in one step: ids in it are then never handed out by this store.
     # Ids below what the reservation returns may have been handed out already: a session using
     # any of them is renumbered.
-    with_messages = [p for p in plans if p.count]
+    # Ids outside 1.._MAX_KEPT_ID (negative ones, or so large that the store's next ids would
+    # leave 64 bits) are not kept: those sessions are renumbered.
+    keepable = {p.session_id for p in plans if p.count and p.lo >= 1 and p.hi <= _MAX_KEPT_ID}
     reserved_from = 0
-    if with_messages:
+    if plans:
         store._ensure_root()
-        lo = min(p.lo for p in with_messages)
-        hi = max(p.hi for p in with_messages)
-        reserved_from = store._ids.take(max(lo, 1), hi - max(lo, 1) + 1)
+    if keepable:
+        lo = min(p.lo for p in plans if p.session_id in keepable)
+        hi = max(p.hi for p in plans if p.session_id in keepable)
+        reserved_from = store._ids.take(lo, hi - lo + 1)
 
     imported: list[str] = []
     replaced: list[str] = []
@@ -167,7 +171,9 @@ def _import(
                     if k is not None and v is not None:
                         meta[k] = v
             records = _summary_first([_record(row) for row in message_rows])
-            keep_ids = plan.lo >= reserved_from or _reusable(store, plan, message_rows, reserved_from)
+            keep_ids = sid in keepable and (
+                plan.lo >= reserved_from or _reusable(store, plan, message_rows, reserved_from)
+            )
             if not keep_ids and records:
                 first = store._ids.take(1, len(records))
                 for i, record in enumerate(records):
@@ -279,7 +285,7 @@ def _header(row: dict[str, Any], sid: str, meta: dict[str, str], records: list[d
         "created_at": created,
         "id": sid,
         "metadata": meta,
-        "project_root": as_text(row["project_root"]),
+        "project_root": _normal_root(as_text(row["project_root"])),
     }
     for key in HEADER_COLUMNS:
         value = as_text(row[key])
@@ -351,3 +357,8 @@ def _write_session(
 def _lines(records: list[dict[str, Any]]) -> Iterator[bytes]:
     for record in records:
         yield orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _normal_root(root: str | None) -> str | None:
+    """An absolute project root as `list_sessions` compares it (`/x/app/` -> `/x/app`)."""
+    return os.path.normpath(root) if root is not None and os.path.isabs(root) else root

@@ -217,6 +217,10 @@ class MessageLog:
                 return
         raise KodaFilesError(f"{self.path} was replaced {_MAX_REREADS} times while being read; try again")
 
+    def clear(self) -> None:
+        """Forget everything read; the next `refresh` reads the file whole."""
+        self._reset()
+
     def _reset(self) -> None:
         self.messages = []
         self.active = []
@@ -331,12 +335,17 @@ class MessageLog:
             len(tail),
         )
 
-    def note_append(self, line: bytes, start: int, ino: int) -> None:
+    def note_append(self, line: bytes, start: int, ino: int, mtime_ns: int) -> None:
         """Record a line this process just appended at `start`, if the cache was current there.
 
-        The line is decoded on the next read, so an insert pays nothing for the cache.
+        `mtime_ns` is the file's mtime just before the append: if it is not the one the cache
+        was taken at, someone changed the file in place meanwhile and the cache is dropped. The
+        line is decoded on the next read, so an insert pays nothing for the cache.
         """
         if not self.exists or start != self.offset or ino != self.ino:
+            return
+        if not (mtime_ns == self.mtime_ns or 0 < mtime_ns <= -self.mtime_ns + _COARSE_CLOCK_NS):
+            self.clear()
             return
         self.line_count += 1
         self._own.append((self.line_count, line[:-1]))

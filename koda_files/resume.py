@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 from typing import Any
 
@@ -17,8 +18,8 @@ from .codec import check_int, check_text, encode_completion
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
-from .messagelog import read_backwards
 from .root import StoreRoot
+from .scan import backwards, logs_by_mtime
 from .types import Interruption, Role
 
 __all__ = ["ResumeState"]
@@ -66,6 +67,11 @@ class ResumeState(StoreRoot):
         # load_context moves that of `.access`. A new session's log is empty: it does not count.
         validate_session_id(session_id)
         directory = f"{self._sessions_dir}/{session_id}"
+        try:
+            if not stat.S_ISDIR(os.stat(directory, follow_symlinks=False).st_mode):
+                return None  # a symlink or a file planted as a session: nothing is read through it
+        except OSError:
+            return None
         times = []
         with contextlib.suppress(OSError):
             st = os.stat(f"{directory}/{MESSAGES}", follow_symlinks=False)
@@ -126,13 +132,9 @@ class ResumeState(StoreRoot):
                 tried.add(sid)
                 if self._complete_in(sid, message_id, stamp):
                     return
-        mtimes = []
-        for sid in self._session_ids():
-            if sid not in tried:
-                with contextlib.suppress(OSError):
-                    mtimes.append((os.stat(f"{self._sessions_dir}/{sid}/{MESSAGES}").st_mtime_ns, sid))
-        for _, sid in sorted(mtimes, reverse=True):
-            with contextlib.closing(read_backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
+        untried = [sid for sid in self._session_ids() if sid not in tried]
+        for _, sid in logs_by_mtime(self._sessions_dir, untried):
+            with contextlib.closing(backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
                 found = any(m.id == message_id for m in newest_first)
             if found and self._complete_in(sid, message_id, stamp):
                 return

@@ -94,9 +94,10 @@ def _classify_for_compaction(s: SessionDir) -> tuple[bytearray, int, dict[int, s
     # streamed instead of parsed into memory, so a huge session compacts in flat memory.
     before = _stat(s)
     if s.log.exists:
-        log = s.refresh()
-        if log.matches(before):
-            return bytearray(log.kinds), log.largest_id, dict(log.noted), before
+        with s.cache_lock:
+            log = s.refresh()
+            if log.matches(before):
+                return bytearray(log.kinds), log.largest_id, dict(log.noted), before
     kinds, largest, folds = _classify(s)
     return kinds, largest, folds, before
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from .layout import MESSAGES
 from .messagelog import iter_file_lines, read_backwards
 from .types import Message, Role
 
-__all__ = ["iter_messages", "largest_id", "user_messages"]
+log = logging.getLogger("koda_files")
+
+__all__ = ["backwards", "iter_messages", "largest_id", "logs_by_mtime", "user_messages"]
 
 
 def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[Message]:
@@ -47,6 +50,25 @@ _CLOCK_SLACK_NS = 10_000_000  # a jiffy is 10 ms at HZ=100, the coarsest Linux s
 USER_MARK = b'"user"'
 
 
+def logs_by_mtime(sessions_dir: Path, session_ids: list[str]) -> list[tuple[int, str]]:
+    """(mtime, id) of the sessions' logs, the most recently modified first."""
+    files = []
+    for sid in session_ids:
+        with contextlib.suppress(OSError):
+            files.append((os.stat(f"{sessions_dir}/{sid}/{MESSAGES}", follow_symlinks=False).st_mtime_ns, sid))
+    files.sort(reverse=True)
+    return files
+
+
+def backwards(path: Path, session_id: str, marker: bytes = b"") -> Generator[Message, None, None]:
+    """`read_backwards` for whole-store scans: a log that cannot be read (a directory, a symlink,
+    no permission) is logged and skipped, so one broken session never hides the others."""
+    try:
+        yield from read_backwards(path, session_id, marker)
+    except OSError as exc:
+        log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+
+
 def _stamp(mtime_ns: int) -> str:
     return datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -60,17 +82,13 @@ def user_messages(sessions_dir: Path, session_ids: list[str], limit: int) -> lis
     """
     if limit == 0:
         return []
-    files = []
-    for sid in session_ids:
-        with contextlib.suppress(OSError):
-            files.append((os.stat(f"{sessions_dir}/{sid}/{MESSAGES}", follow_symlinks=False).st_mtime_ns, sid))
-    files.sort(reverse=True)
+    files = logs_by_mtime(sessions_dir, session_ids)
     best: list[tuple[str, int, str]] = []  # a min-heap of the `limit` newest
     for mtime_ns, sid in files:
         if len(best) >= limit and _stamp(mtime_ns + _CLOCK_SLACK_NS) < best[0][0]:
             break
         found = 0
-        with contextlib.closing(read_backwards(sessions_dir / sid / MESSAGES, sid, USER_MARK)) as newest_first:
+        with contextlib.closing(backwards(sessions_dir / sid / MESSAGES, sid, USER_MARK)) as newest_first:
             for m in newest_first:
                 if m.role is not Role.USER or not m.content:
                     continue

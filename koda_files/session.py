@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class SessionDir:
         self.mutex = FileMutex(path / LOCK_NAME, self._check_dir)
         self.log = MessageLog(session_id, self.messages_path)
         self.context = ContextCache()
+        # Reads take no file lock, but threads sharing this handle must not update the parsed
+        # log (or the context built on it) at the same time.
+        self.cache_lock = threading.RLock()
         self.users = 0
         self._fd = -1
         self._fd_key = (-1, -1)
@@ -135,27 +139,28 @@ class SessionDir:
 
     def refresh(self) -> MessageLog:
         """The log cache, up to date; an absent session reads as empty."""
-        if self.log.exists:
-            # The file at the path is the one already parsed (same inode): it is this session's,
-            # whatever the path resolves through, so one stat is the whole check.
-            try:
-                st = os.stat(self._messages_str, follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            if st is not None and (st.st_ino, st.st_dev) == (self.log.ino, self.log.dev):
-                self.log.refresh(self._tail_is_torn, st)
+        with self.cache_lock:
+            if self.log.exists:
+                # The file at the path is the one already parsed (same inode): it is this
+                # session's, whatever the path resolves through, so one stat is the whole check.
+                try:
+                    st = os.stat(self._messages_str, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and (st.st_ino, st.st_dev) == (self.log.ino, self.log.dev):
+                    self.log.refresh(self._tail_is_torn, st)
+                    return self.log
+            if not self.is_dir():
+                self.log.clear()  # keeps counting generations: the context cache must see a change
                 return self.log
-        if not self.is_dir():
-            if self.log.exists or self.log.messages:
-                self.log = MessageLog(self.id, self.messages_path)
+            self.log.refresh(self._tail_is_torn)
             return self.log
-        self.log.refresh(self._tail_is_torn)
-        return self.log
 
     def load_context(self) -> list[Message]:
         """The sanitised active messages, re-judging only what changed since the last call."""
-        log = self.refresh()
-        context = self.context.update(log.active, log.generation, log.patched)
+        with self.cache_lock:
+            log = self.refresh()
+            context = self.context.update(log.active, log.generation, log.patched)
         if log.exists:
             self.note_access()
         return context
@@ -178,7 +183,12 @@ class SessionDir:
         for a session of ten messages or of a hundred thousand.
         """
         if self.log.exists:
-            yield from reversed(self.refresh().messages)
+            with self.cache_lock:
+                messages = self.refresh().messages
+            # Appends and completion patches never move what is already there: a snapshot of
+            # the length is enough to walk it without the lock.
+            for index in range(len(messages) - 1, -1, -1):
+                yield messages[index]
         elif self.is_dir():
             yield from read_backwards(self.messages_path, self.id)
 
@@ -209,7 +219,7 @@ class SessionDir:
 
     def _append(self, build: Callable[[int], tuple[bytes, int]]) -> int:
         # `build(largest id in the log)` gives the line and its id (0: none).
-        fd, ino, size = self._append_fd()
+        fd, ino, size, mtime_ns = self._append_fd()
         if (ino, size) == self._known:
             last_id, ends_clean = self._last_id, True
         else:
@@ -228,18 +238,19 @@ class SessionDir:
         self._known = (ino, size + len(data))
         self._last_id = max(last_id, msg_id)
         if ends_clean:
-            self.log.note_append(line, size, ino)
+            with self.cache_lock:
+                self.log.note_append(line, size, ino, mtime_ns)
         return msg_id
 
-    def _append_fd(self) -> tuple[int, int, int]:
-        """(descriptor, inode, size) of the log as it is now, reopened if it was replaced."""
+    def _append_fd(self) -> tuple[int, int, int, int]:
+        """(descriptor, inode, size, mtime) of the log as it is now, reopened if it was replaced."""
         try:
             on_disk = os.stat(self._messages_str, follow_symlinks=False)
             key = (on_disk.st_ino, on_disk.st_dev)
         except FileNotFoundError:
             key = (-1, -1)
         if key == self._fd_key and self._fd >= 0:
-            return self._fd, on_disk.st_ino, on_disk.st_size
+            return self._fd, on_disk.st_ino, on_disk.st_size, on_disk.st_mtime_ns
         self.close_append()
         try:
             fd = os.open(self.messages_path, _APPEND_FLAGS | os.O_CREAT, 0o600)
@@ -250,7 +261,7 @@ class SessionDir:
             os.close(fd)
             raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file")
         self._fd, self._fd_key = fd, (st.st_ino, st.st_dev)
-        return fd, st.st_ino, st.st_size
+        return fd, st.st_ino, st.st_size, st.st_mtime_ns
 
     def forget_appends(self) -> None:
         """Call after replacing the log: the next append re-reads the file's end."""

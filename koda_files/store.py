@@ -162,8 +162,9 @@ class FileStore(ResumeState):
             self._release(handle)
 
     def _messages(self, session_id: str) -> list[Message]:
-        with self._session(session_id) as s:
-            return s.refresh().messages
+        """A snapshot (a new list) of the session's messages, archived ones included."""
+        with self._session(session_id) as s, s.cache_lock:
+            return list(s.refresh().messages)
 
     def load_context(self, session_id: str) -> list[Message]:
         """Active (not archived) messages in conversation order, sanitised for the model."""
@@ -172,7 +173,7 @@ class FileStore(ResumeState):
 
     def load_all_messages(self, session_id: str) -> list[Message]:
         """Every message, archived ones included, in conversation order, unsanitised."""
-        return list(self._messages(session_id))
+        return self._messages(session_id)
 
     def recent_user_messages(self, limit: int) -> list[str]:
         """Non-empty user messages across all sessions, newest first, at most `limit`."""

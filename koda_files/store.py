@@ -17,12 +17,7 @@ from .check import CheckReport, check_store
 from .codec import check_text, encode_new
 from .errors import KodaFilesError
 from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
-from .layout import (
-    METADATA,
-    new_session_id,
-    utc_now,
-    validate_session_id,
-)
+from .layout import MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
 from .protocol import RoleLike, StrPath
 from .resume import ResumeState
 from .rewrite import compact_lines, purge_lines
@@ -69,7 +64,7 @@ class FileStore(ResumeState):
         make_dir(staging)
         try:
             atomic_write(staging / METADATA, [encode_header(header)])
-            atomic_write(staging / "messages.jsonl", [b""])
+            atomic_write(staging / MESSAGES, [b""])
             rename(staging, self._sessions_dir / session_id)
         except BaseException:
             if staging.exists():

@@ -176,17 +176,25 @@ class SessionDir:
         except OSError:
             pass
 
+    def parsed_messages(self) -> list[Message] | None:
+        """The parsed log brought up to date, if this handle has parsed it; else None (nothing read).
+
+        Appends and completion patches never move what is already in the list, so a caller may
+        walk it (up to its current length) without holding the cache lock.
+        """
+        if not self.log.exists:
+            return None
+        with self.cache_lock:
+            return self.refresh().messages
+
     def newest_first(self) -> Generator[Message, None, None]:
         """Messages last to first: from the cache when it is loaded, else read backwards from the end.
 
         Answers found near the end (`last_user_message`, pending tool calls) then cost the same
         for a session of ten messages or of a hundred thousand.
         """
-        if self.log.exists:
-            with self.cache_lock:
-                messages = self.refresh().messages
-            # Appends and completion patches never move what is already there: a snapshot of
-            # the length is enough to walk it without the lock.
+        messages = self.parsed_messages()
+        if messages is not None:
             for index in range(len(messages) - 1, -1, -1):
                 yield messages[index]
         elif self.is_dir():

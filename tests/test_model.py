@@ -473,7 +473,8 @@ def test_store_matches_model(tmp_path_factory: pytest.TempPathFactory) -> None:
     run_state_machine_as_test(
         Machine,
         settings=settings(
-            max_examples=50,
+            # KODA_FILES_STRESS=1 runs a longer campaign than CI's.
+            max_examples=1000 if os.environ.get("KODA_FILES_STRESS") == "1" else 50,
             stateful_step_count=30,
             deadline=None,
             database=None,

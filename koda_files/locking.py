@@ -25,6 +25,8 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # A waiter polls; sleeping at most this long keeps a handover within a few milliseconds.
 _MAX_POLL = 0.002
 _FIRST_POLL = 0.00005
+# How long a polite acquire leaves a just-released lock to waiters: two of their longest sleeps.
+_HANDOFF = 2 * _MAX_POLL
 
 _live: weakref.WeakSet[FileMutex] = weakref.WeakSet()
 
@@ -38,6 +40,7 @@ class FileMutex:
         self._before_open = before_open
         self._fd = -1
         self._key = (-1, -1)
+        self._released_at = 0.0
         self._thread_lock = threading.Lock()
         _live.add(self)
 
@@ -62,8 +65,17 @@ class FileMutex:
                 os.close(self._fd)
             self._fd = -1
 
-    def acquire(self) -> None:
-        """Block until this thread holds the lock; raises OSError if the lock file cannot exist."""
+    def acquire(self, *, polite: bool = False) -> None:
+        """Block until this thread holds the lock; raises OSError if the lock file cannot exist.
+
+        `polite`: for long holders (rewrites) that may come back for the lock at once. Waiters
+        poll, so a process that releases and re-acquires within microseconds could starve them:
+        a polite acquire first leaves the lock free for longer than a waiter's poll interval.
+        """
+        if polite:
+            wait = self._released_at + _HANDOFF - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         self._thread_lock.acquire()
         try:
             while True:
@@ -94,6 +106,7 @@ class FileMutex:
             if self._fd >= 0:
                 filelock.unlock_descriptor(self._fd)
         finally:
+            self._released_at = time.monotonic()
             self._thread_lock.release()
 
     def is_free(self) -> bool:

@@ -119,17 +119,20 @@ class SessionDir:
         if not self.is_dir():
             raise SessionNotFoundError(self.id)
 
-    def lock(self) -> None:
-        """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there."""
+    def lock(self, *, polite: bool = False) -> None:
+        """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there.
+
+        `polite` is for rewrites: see `FileMutex.acquire`.
+        """
         try:
-            self.mutex.acquire()
+            self.mutex.acquire(polite=polite)
         except FileNotFoundError:
             raise SessionNotFoundError(self.id) from None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self, *, polite: bool = False) -> Iterator[None]:
         """`with session.locked():` runs the block holding the session lock."""
-        self.lock()
+        self.lock(polite=polite)
         try:
             yield
         finally:

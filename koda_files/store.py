@@ -218,7 +218,7 @@ class FileStore(ResumeState):
         if preserve_count < 0:
             raise ValueError(f"preserve_count must be >= 0, got {preserve_count}")
         validate_session_id(session_id)
-        with self._session(session_id) as s, s.locked():
+        with self._session(session_id) as s, s.locked(polite=True):
             archived = compact_lines(s, summary, preserve_count, self._ids.take)
             if archived:
                 s.forget_appends()
@@ -256,7 +256,7 @@ class FileStore(ResumeState):
     def _purge_one(self, session_id: str, min_age_days: int) -> int:
         with self._session(session_id) as s:
             try:
-                with s.locked():
+                with s.locked(polite=True):
                     n = purge_lines(s, min_age_days)
             except KodaFilesError as exc:
                 log.warning("%s; session skipped by purge", exc)

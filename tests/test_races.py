@@ -280,3 +280,41 @@ def test_blocked_append_gets_the_lock_within_milliseconds_of_release(tmp_path: P
         latencies.append(finished[0] - released)
     assert statistics.median(latencies) < 0.008, f"hand-over latencies {latencies}"
     assert os.path.exists(root / "sessions" / sid / ".lock")
+
+
+def test_a_writer_is_not_starved_by_back_to_back_compactions(tmp_path: Path) -> None:
+    """Waiters poll for the lock; a rewriter that comes straight back for it must leave it free
+    long enough for them. Counted in compactions, not seconds: while one insert waits, another
+    process compacting in a loop finishes at most a couple of compactions (the one running, and
+    perhaps one more), not dozens."""
+    root = tmp_path / "root"
+    store = FileStore(root)
+    sid = store.create_session("main", ".")
+    for i in range(2000):
+        store.insert_message(sid, Role.USER, f"m{i} " + "x" * 200)
+    counter = tmp_path / "compactions"
+    counter.write_bytes(b"0")
+    stop = tmp_path / "stop"
+
+    def compactor_body(wfd: int) -> None:
+        s = FileStore(root)
+        n = 0
+        while not stop.exists():
+            s.compact_session(sid, "summary", 3)
+            n += 1
+            tmp = counter.with_name("compactions.tmp")
+            tmp.write_bytes(str(n).encode())
+            os.replace(tmp, counter)  # readers never see a half-written count
+        send(wfd, str(n))
+
+    compactor = fork_child(compactor_body)
+    while counter.read_bytes() == b"0":
+        time.sleep(0.001)
+    worst = 0
+    for i in range(60):
+        before = int(counter.read_bytes())
+        store.insert_message(sid, Role.USER, f"w{i}")
+        worst = max(worst, int(counter.read_bytes()) - before)
+    stop.touch()
+    compactor.finish()
+    assert worst <= 3, f"one insert waited while {worst} compactions went by"

@@ -15,8 +15,10 @@ import orjson
 from .types import Message, Role, TokenUsage
 
 __all__ = [
+    "ARCHIVED_MARK",
     "INT64_MAX",
     "INT64_MIN",
+    "TOKEN_FIELDS",
     "Completion",
     "LineError",
     "add_field",
@@ -37,13 +39,16 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
 _ROLES: dict[str, Role] = {r.value: r for r in Role}
-_TOKEN_FIELDS = (
+TOKEN_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
     "cache_read_tokens",
     "cache_creation_tokens",
     "thinking_tokens",
 )
+# In every archived line, as a key; a line without these bytes cannot be archived (a JSON string
+# value quotes its quotes), so scans can skip it unparsed.
+ARCHIVED_MARK = b'"compacted_at"'
 _TEXT_FIELDS = (
     "content",
     "tool_calls",
@@ -117,7 +122,7 @@ def check_usage(usage: object) -> TokenUsage | None:
         return None
     if not isinstance(usage, TokenUsage):
         raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
-    for field in _TOKEN_FIELDS:
+    for field in TOKEN_FIELDS:
         check_int(f"usage.{field}", getattr(usage, field))
     return usage
 
@@ -165,7 +170,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "role": (str,),
     "session_id": (str, _NONE),
     **{f: (str, _NONE) for f in _TEXT_FIELDS},
-    **{f: (int, _NONE) for f in _TOKEN_FIELDS},
+    **{f: (int, _NONE) for f in TOKEN_FIELDS},
 }
 _MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
 _BLANK: dict[str, Any] = dict.fromkeys(_MESSAGE_FIELDS)

@@ -17,10 +17,11 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
+from .codec import ARCHIVED_MARK
 from .errors import KodaFilesError
 from .fileops import atomic_write, read_file
 from .layout import MESSAGES, METADATA
@@ -33,7 +34,6 @@ __all__ = ["LogSummary", "SessionIndex"]
 log = logging.getLogger("koda_files")
 
 INDEX_FILE = ".index"
-ARCHIVED_MARK = b'"compacted_at"'  # in every archived line; a line without it is not archived
 _VERSION = 1
 Key = list[int]
 
@@ -51,6 +51,11 @@ class LogSummary:
 
 def _key(st: os.stat_result) -> Key:
     return [st.st_ino, st.st_size, st.st_mtime_ns]  # a list, as it reads back from the JSON
+
+
+def _current(entry: object, key: Key) -> TypeGuard[list[Any]]:
+    """An index entry (`[key, value]` as loaded from JSON) taken from the file as it is now."""
+    return type(entry) is list and len(entry) == 2 and entry[0] == key
 
 
 def summarize(path: Path, session_id: str) -> LogSummary:
@@ -111,7 +116,7 @@ class SessionIndex:
                 except OSError:
                     key = [-1, -1, -1]
                 cached = self._headers.get(sid)
-                if type(cached) is list and len(cached) == 2 and cached[0] == key and type(cached[1]) is dict:
+                if _current(cached, key) and type(cached[1]) is dict:
                     out[sid] = cached[1]
                 else:
                     stale.append((sid, key))
@@ -128,23 +133,31 @@ class SessionIndex:
                 self._dirty = True
         return out
 
-    def summary(self, session_id: str) -> LogSummary:
-        """Counts of a session's log, re-read only if the file changed since they were taken."""
+    def _indexed(self, session_id: str) -> tuple[str, Key | None, LogSummary | None]:
+        """The log's path, its key (None: it cannot be stat'ed) and the index's summary if current."""
         path = f"{self._sessions}/{session_id}/{MESSAGES}"
         try:
             key = _key(os.stat(path, follow_symlinks=False))
         except OSError:
-            return LogSummary()
+            return path, None, None
         with self._lock:
             self._load()
             cached = self._logs.get(session_id)
-        if type(cached) is list and len(cached) == 2 and cached[0] == key:
+        if _current(cached, key):
             with contextlib.suppress(TypeError):
-                return LogSummary(*cached[1])
-        summary = summarize(Path(path), session_id)
-        with self._lock:
-            self._logs[session_id] = [key, list(dataclasses.astuple(summary))]
-            self._dirty = True
+                return path, key, LogSummary(*cached[1])
+        return path, key, None
+
+    def summary(self, session_id: str) -> LogSummary:
+        """Counts of a session's log, re-read only if the file changed since they were taken."""
+        path, key, summary = self._indexed(session_id)
+        if key is None:
+            return LogSummary()
+        if summary is None:
+            summary = summarize(Path(path), session_id)
+            with self._lock:
+                self._logs[session_id] = [key, list(dataclasses.astuple(summary))]
+                self._dirty = True
         return summary
 
     def may_have_archived(self, session_id: str) -> bool:
@@ -153,17 +166,11 @@ class SessionIndex:
         From the index when its entry is current; else from a byte search of the log for the
         `compacted_at` key, which is cheaper than counting the log.
         """
-        path = f"{self._sessions}/{session_id}/{MESSAGES}"
-        try:
-            key = _key(os.stat(path, follow_symlinks=False))
-        except OSError:
+        path, key, summary = self._indexed(session_id)
+        if key is None:
             return False
-        with self._lock:
-            self._load()
-            cached = self._logs.get(session_id)
-        if type(cached) is list and len(cached) == 2 and cached[0] == key:
-            with contextlib.suppress(TypeError):
-                return LogSummary(*cached[1]).archived > 0
+        if summary is not None:
+            return summary.archived > 0
         try:
             return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix

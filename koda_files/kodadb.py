@@ -33,6 +33,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .codec import TOKEN_FIELDS
 from .layout import parse_time
 
 if TYPE_CHECKING:
@@ -45,13 +46,7 @@ Progress = Callable[[int, int], None]
 
 TODO_KEY = "todo"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-TOKENS = (
-    "prompt_tokens",
-    "completion_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "thinking_tokens",
-)
+TOKENS = TOKEN_FIELDS
 # koda's session columns kept as top-level keys of `metadata.json` (absent when null).
 HEADER_COLUMNS = ("title", "mode")
 

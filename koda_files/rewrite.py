@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from .codec import (
+    ARCHIVED_MARK,
     Completion,
     LineError,
     add_field,
@@ -42,7 +43,6 @@ COMPACTION_HINT = (
 
 _DROP = 4  # a fifth kind, for purge
 
-_MARK = b'"compacted_at"'  # every archived line has it; a line without it cannot be archived
 _DONE_MARK = b'"completed_at"'  # every completion annotation has it ...
 _ROLE_MARK = b'"role"'  # ... and no message line lacks this
 
@@ -172,7 +172,7 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
     notes: list[tuple[int, int]] = []  # (line index, message id) of completion annotations
     dropped_ids: set[int] = set()
     for _, line in s.iter_lines():
-        if _MARK not in line:
+        if ARCHIVED_MARK not in line:
             if _DONE_MARK in line and _ROLE_MARK not in line:
                 with contextlib.suppress(LineError):
                     note = decode_entry(line, s.id)

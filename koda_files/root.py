@@ -177,13 +177,6 @@ class StoreRoot:
         validate_session_id(session_id)
         handle = self._acquire(session_id)  # the query path of every turn: no context managers
         try:
-            parsed = handle.parsed_messages()
-            if parsed is not None:  # a plain loop: no generator on the warm path
-                for index in range(len(parsed) - 1, -1, -1):
-                    answer = pick(parsed[index])
-                    if answer is not None:
-                        return answer
-                return None
             messages = handle.newest_first()
             try:
                 for m in messages:

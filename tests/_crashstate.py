@@ -1,0 +1,496 @@
+"""Crash states of a store: record the file-system calls of a workload, rebuild what a power loss leaves.
+
+`Recorder` wraps the `os` functions koda_files changes a tree with (open, write, pwrite,
+ftruncate, fsync, fdatasync, replace, rename, mkdir, rmdir, unlink, remove, close, utime, chmod,
+fchmod) and turns each call on a path under one root into an operation on a model of the tree:
+inodes holding data, directories holding names. `plans` and `build` then rebuild, from the
+initial tree and that log, the trees a power loss can leave, under two models:
+
+- weak: a name change (create, mkdir, rename, unlink, rmdir) is durable once its directory is
+  fsynced after it; before that it may or may not have happened, independently of the changes
+  to other names (the changes to one name stay in order). A file's writes are durable once the
+  file is synced; past that, each file keeps a prefix of its writes, the first one left out
+  possibly torn to a prefix of its bytes, independently of other files.
+- ordered (ext4 data=ordered): everything issued before the crash point persisted, in order;
+  the last write may be torn.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Kinds of operation: the first three change names, the next two data; "sync" makes durable.
+LINK, UNLINK, RENAME, WRITE, TRUNCATE, SYNC, META = "link", "unlink", "rename", "write", "truncate", "sync", "meta"
+NAME_OPS = (LINK, UNLINK, RENAME)
+DATA_OPS = (WRITE, TRUNCATE)
+ROOT_INO = 0
+
+
+@dataclass
+class Node:
+    """One inode: a directory's names (name -> inode), or a file's bytes."""
+
+    is_dir: bool
+    data: bytes = b""
+    entries: dict[str, int] = field(default_factory=dict)
+
+
+Tree = dict[int, Node]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One recorded change. `ino` is the directory for name ops, the file for data ops and syncs."""
+
+    kind: str
+    ino: int
+    name: str = ""  # link/unlink/rename: the name (rename: the new name)
+    src: str = ""  # rename: the old name, in the same directory
+    target: int = -1  # link/rename: the inode the name now points at
+    offset: int = 0  # write: where; truncate: the new size
+    data: bytes = b""
+    call: str = ""  # the os function, for comparing with strace
+
+    def keys(self) -> tuple[tuple[int, str], ...]:
+        """The directory entries this op changes (its order constraints in the weak model)."""
+        if self.kind == RENAME:
+            return ((self.ino, self.src), (self.ino, self.name))
+        return ((self.ino, self.name),)
+
+
+def apply(tree: Tree, op: Op, torn: int = -1) -> None:
+    """Apply `op` to `tree`; `torn` >= 0 writes only that many of a write's bytes."""
+    node = tree[op.ino]
+    if op.kind == LINK:
+        node.entries[op.name] = op.target
+    elif op.kind == UNLINK:
+        node.entries.pop(op.name, None)
+    elif op.kind == RENAME:
+        node.entries.pop(op.src, None)
+        node.entries[op.name] = op.target
+    elif op.kind == WRITE:
+        data = op.data if torn < 0 else op.data[:torn]
+        old = node.data.ljust(op.offset, b"\0")
+        node.data = old[: op.offset] + data + old[op.offset + len(data) :]
+    elif op.kind == TRUNCATE:
+        node.data = node.data[: op.offset].ljust(op.offset, b"\0")
+
+
+def copy_tree(tree: Tree) -> Tree:
+    return {ino: Node(n.is_dir, n.data, dict(n.entries)) for ino, n in tree.items()}
+
+
+def files_of(tree: Tree) -> dict[str, bytes | None]:
+    """The tree reachable from the root: relative path -> bytes (None for a directory)."""
+    out: dict[str, bytes | None] = {}
+
+    def walk(ino: int, prefix: str) -> None:
+        for name, child in sorted(tree[ino].entries.items()):
+            node = tree[child]
+            path = prefix + name
+            out[path] = None if node.is_dir else node.data
+            if node.is_dir:
+                walk(child, path + "/")
+
+    walk(ROOT_INO, "")
+    return out
+
+
+def read_tree(root: Path) -> dict[str, bytes | None]:
+    """The real tree under `root`, in the form of `files_of` (symlinks are not expected)."""
+    out: dict[str, bytes | None] = {}
+    for dirpath, dirs, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel + "/"
+        for d in dirs:
+            out[prefix + d] = None
+        for f in files:
+            out[prefix + f] = Path(dirpath, f).read_bytes()
+    return dict(sorted(out.items()))
+
+
+def materialise(files: dict[str, bytes | None], root: Path, mtime: float) -> None:
+    """Write `files` under `root` (which must not exist); every mtime set to `mtime`."""
+    root.mkdir(parents=True)
+    for rel, data in files.items():
+        path = root / rel
+        if data is None:
+            path.mkdir()
+        else:
+            path.write_bytes(data)
+    for rel in reversed(list(files)):  # children first: setting them moves no directory mtime
+        os.utime(root / rel, (mtime, mtime))
+
+
+@dataclass
+class Call:
+    """One API call of the workload: ops[start:end] are its; it returned after ops[:end]."""
+
+    label: str
+    start: int
+    end: int
+
+
+@dataclass
+class Recording:
+    initial: Tree
+    ops: list[Op] = field(default_factory=list)
+    calls: list[Call] = field(default_factory=list)
+
+
+_PATCHED = ("open", "write", "pwrite", "ftruncate", "fsync", "fdatasync", "replace", "rename",
+            "mkdir", "rmdir", "unlink", "remove", "close", "utime", "chmod", "fchmod")  # fmt: skip
+
+
+class Recorder:
+    """Records the changes koda_files makes under `root` while `active()`; keeps `live` in step.
+
+    Calls on paths outside the root and on descriptors it did not see opened pass through
+    untouched; one lock orders the calls of all threads as they reach the kernel.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = os.path.abspath(root)
+        initial = _snapshot(Path(self.root))
+        self.rec = Recording(copy_tree(initial))
+        self.live = initial
+        self._fds: dict[int, tuple[int, bool]] = {}  # descriptor -> (inode, opened O_APPEND)
+        self._lock = threading.RLock()
+        self._real: dict[str, Any] = {}
+
+    # ── paths and the model ──
+
+    def _parts(self, path: Any) -> list[str] | None:
+        p = os.path.normpath(os.path.abspath(os.fsdecode(os.fspath(path))))
+        if p == self.root:
+            return []
+        if not p.startswith(self.root + os.sep):
+            return None
+        return p[len(self.root) + 1 :].split(os.sep)
+
+    def _lookup(self, parts: list[str]) -> int | None:
+        ino = ROOT_INO
+        for name in parts:
+            node = self.live[ino]
+            if not node.is_dir or name not in node.entries:
+                return None
+            ino = node.entries[name]
+        return ino
+
+    def _parent(self, parts: list[str]) -> int:
+        parent = self._lookup(parts[:-1])
+        assert parent is not None, f"recorder lost track of {'/'.join(parts[:-1])}"
+        return parent
+
+    def _new_inode(self, is_dir: bool) -> int:
+        ino = max(max(self.live), max(self.rec.initial)) + 1
+        self.live[ino] = Node(is_dir)
+        self.rec.initial[ino] = Node(is_dir)  # unnamed in the initial tree: unreachable there
+        return ino
+
+    def _log(self, op: Op) -> None:
+        self.rec.ops.append(op)
+        apply(self.live, op)
+
+    # ── the wrappers ──
+
+    def _open(self, path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        parts = None if dir_fd is not None else self._parts(path)
+        if parts is None:
+            return int(self._real["open"](path, flags, mode, dir_fd=dir_fd))
+        with self._lock:
+            existed = self._lookup(parts)
+            fd = int(self._real["open"](path, flags, mode))
+            ino = existed
+            if ino is None:
+                assert flags & os.O_CREAT, f"opened {path} that the recorder never saw created"
+                ino = self._new_inode(False)
+                self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="open"))
+            if flags & os.O_TRUNC and self.live[ino].data:
+                self._log(Op(TRUNCATE, ino, offset=0, call="open"))
+            self._fds[fd] = (ino, bool(flags & os.O_APPEND))
+            return fd
+
+    def _write(self, fd: int, data: Any) -> int:
+        if fd not in self._fds:
+            return int(self._real["write"](fd, data))
+        with self._lock:
+            ino, append = self._fds[fd]
+            offset = os.fstat(fd).st_size if append else os.lseek(fd, 0, os.SEEK_CUR)
+            n = int(self._real["write"](fd, data))
+            self._log(Op(WRITE, ino, offset=offset, data=bytes(data[:n]), call="write"))
+            return n
+
+    def _pwrite(self, fd: int, data: Any, offset: int) -> int:
+        if fd not in self._fds:
+            return int(self._real["pwrite"](fd, data, offset))
+        with self._lock:
+            n = int(self._real["pwrite"](fd, data, offset))
+            self._log(Op(WRITE, self._fds[fd][0], offset=offset, data=bytes(data[:n]), call="pwrite"))
+            return n
+
+    def _ftruncate(self, fd: int, size: int) -> None:
+        with self._lock:
+            self._real["ftruncate"](fd, size)
+            if fd in self._fds:
+                self._log(Op(TRUNCATE, self._fds[fd][0], offset=size, call="ftruncate"))
+
+    def _syncer(self, name: str) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            with self._lock:
+                self._real[name](fd)
+                if fd in self._fds:
+                    self._log(Op(SYNC, self._fds[fd][0], call=name))
+
+        return sync
+
+    def _renamer(self, name: str) -> Callable[..., None]:
+        def rename(src: Any, dst: Any, **kw: Any) -> None:
+            a, b = self._parts(src), self._parts(dst)
+            if a is None or b is None or kw:
+                self._real[name](src, dst, **kw)
+                return
+            with self._lock:
+                assert a[:-1] == b[:-1], f"rename across directories: {src} -> {dst}"
+                ino = self._lookup(a)
+                self._real[name](src, dst)
+                assert ino is not None, f"renamed {src} that the recorder never saw created"
+                self._log(Op(RENAME, self._parent(a), b[-1], src=a[-1], target=ino, call=name))
+
+        return rename
+
+    def _mkdir(self, path: Any, mode: int = 0o777, *, dir_fd: int | None = None) -> None:
+        parts = None if dir_fd is not None else self._parts(path)
+        if parts is None:
+            self._real["mkdir"](path, mode, dir_fd=dir_fd)
+            return
+        with self._lock:
+            self._real["mkdir"](path, mode)
+            ino = self._new_inode(True)
+            self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="mkdir"))
+
+    def _remover(self, name: str) -> Callable[..., None]:
+        def remove(path: Any, *, dir_fd: int | None = None) -> None:
+            parts = None if dir_fd is not None else self._parts(path)
+            if parts is None:
+                self._real[name](path, dir_fd=dir_fd)
+                return
+            with self._lock:
+                self._real[name](path)
+                self._log(Op(UNLINK, self._parent(parts), parts[-1], call=name))
+
+        return remove
+
+    def _close(self, fd: int) -> None:
+        with self._lock:
+            self._fds.pop(fd, None)
+            self._real["close"](fd)
+
+    def _meta(self, name: str) -> Callable[..., None]:
+        # Times and modes: recorded (to compare with strace) but no part of any crash state.
+        def meta(target: Any, *args: Any, **kw: Any) -> None:
+            self._real[name](target, *args, **kw)
+            parts = None if isinstance(target, int) else self._parts(target)
+            if (isinstance(target, int) and target in self._fds) or parts is not None:
+                with self._lock:
+                    ino = self._fds[target][0] if isinstance(target, int) else self._lookup(parts or [])
+                    self.rec.ops.append(Op(META, ROOT_INO if ino is None else ino, call=name))
+
+        return meta
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        """Wrap the `os` functions for the duration of the block."""
+        wrappers: dict[str, Callable[..., Any]] = {
+            "open": self._open, "write": self._write, "pwrite": self._pwrite, "ftruncate": self._ftruncate,
+            "fsync": self._syncer("fsync"), "fdatasync": self._syncer("fdatasync"),
+            "replace": self._renamer("replace"), "rename": self._renamer("rename"), "mkdir": self._mkdir,
+            "rmdir": self._remover("rmdir"), "unlink": self._remover("unlink"), "remove": self._remover("remove"),
+            "close": self._close, "utime": self._meta("utime"), "chmod": self._meta("chmod"),
+            "fchmod": self._meta("fchmod"),
+        }  # fmt: skip
+        assert set(wrappers) == set(_PATCHED)
+        self._real = {name: getattr(os, name) for name in _PATCHED}
+        for name, wrapper in wrappers.items():
+            setattr(os, name, wrapper)
+        try:
+            yield
+        finally:
+            for name, real in self._real.items():
+                setattr(os, name, real)
+
+    def call(self, label: str, fn: Callable[[], object]) -> object:
+        """Run one API call recorded; afterwards the model must equal the real tree."""
+        start = len(self.rec.ops)
+        with self.active():
+            result = fn()
+        self.rec.calls.append(Call(label, start, len(self.rec.ops)))
+        real, model = read_tree(Path(self.root)), files_of(self.live)
+        assert real == model, f"after {label}: recorded model differs from the disk: {_diff(real, model)}"
+        return result
+
+
+def _diff(a: dict[str, bytes | None], b: dict[str, bytes | None]) -> str:
+    keys = sorted(set(a) | set(b))
+    return ", ".join(f"{k}: {a.get(k)!r:.60} vs {b.get(k)!r:.60}" for k in keys if a.get(k) != b.get(k))
+
+
+def _snapshot(root: Path) -> Tree:
+    """The tree under `root` as inodes; it is taken as durable (a crash state never goes before it)."""
+    tree: Tree = {ROOT_INO: Node(True)}
+    for rel, data in read_tree(root).items():
+        *dirs, name = rel.split("/")
+        parent = ROOT_INO
+        for d in dirs:
+            parent = tree[parent].entries[d]
+        ino = len(tree)
+        tree[ino] = Node(data is None, data or b"")
+        tree[parent].entries[name] = ino
+    return tree
+
+
+# ── crash states ──
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One crash state: ops[:crash] were issued; of those not yet durable, `names` (indices) of
+    the name ops persisted, and file `ino` kept `cuts[ino] = (k, torn)`: its first k pending
+    writes, plus `torn` bytes (-1: none) of the next one."""
+
+    crash: int
+    names: frozenset[int]
+    cuts: tuple[tuple[int, int, int], ...]
+    model: str
+    note: str
+
+
+def _next_sync(ops: list[Op]) -> list[int]:
+    """For each op, the index of the first later sync of its inode (len(ops) if none)."""
+    out = [len(ops)] * len(ops)
+    last: dict[int, int] = {}
+    for i in range(len(ops) - 1, -1, -1):
+        op = ops[i]
+        if op.kind == SYNC:
+            last[op.ino] = i
+        elif op.kind in NAME_OPS or op.kind in DATA_OPS:
+            out[i] = last.get(op.ino, len(ops))
+    return out
+
+
+def _torn_points(op: Op) -> list[int]:
+    # A write past the old end can be cut anywhere; these keep "just the first byte", half, and
+    # "all but the last byte" (a record missing only its newline).
+    n = len(op.data)
+    return sorted({t for t in (1, n // 2, n - 1) if 0 < t < n}) if op.kind == WRITE else []
+
+
+class Planner:
+    """The crash states of one recording, as `Plan`s (cheap) to `build` into trees."""
+
+    def __init__(self, rec: Recording) -> None:
+        self.rec = rec
+        self.sync_at = _next_sync(rec.ops)
+
+    def pending(self, crash: int) -> tuple[list[int], dict[int, list[int]]]:
+        """At `crash`: the name ops not yet durable, and per file its writes not yet durable."""
+        names: list[int] = []
+        data: dict[int, list[int]] = {}
+        for i, op in enumerate(self.rec.ops[:crash]):
+            if self.sync_at[i] < crash:
+                continue
+            if op.kind in NAME_OPS:
+                names.append(i)
+            elif op.kind in DATA_OPS:
+                data.setdefault(op.ino, []).append(i)
+        return names, data
+
+    def _closure(self, names: list[int], start: int, forward: bool) -> set[int]:
+        """`start` and the pending name ops that must go with it: later ones on the same names
+        when dropping it (forward), earlier ones when keeping it."""
+        keys = set(self.rec.ops[start].keys())
+        out = {start}
+        for i in names if forward else reversed(names):
+            if (i > start if forward else i < start) and keys & set(self.rec.ops[i].keys()):
+                out.add(i)
+                keys |= set(self.rec.ops[i].keys())
+        return out
+
+    def plans(self, crash: int, rng: random.Random, samples: int) -> Iterator[Plan]:
+        """The weak model's states at `crash`: all, none, each name change lost alone or kept
+        alone, each file's pending writes cut, and `samples` random mixes; then the ordered ones."""
+        names, data = self.pending(crash)
+        full = tuple((ino, len(ix), -1) for ino, ix in data.items())
+        every = frozenset(names)
+        yield Plan(crash, every, full, "weak", "all pending kept")
+        yield Plan(crash, frozenset(), tuple((ino, 0, -1) for ino in data), "weak", "all pending lost")
+        for i in names:
+            lost = every - self._closure(names, i, True)
+            yield Plan(crash, lost, full, "weak", f"lost only op {i}")
+            yield Plan(crash, frozenset(self._closure(names, i, False)), full, "weak", f"kept only name op {i}")
+        for ino, ix in data.items():
+            last = self.rec.ops[ix[-1]]
+            for k, torn in [(0, -1), (len(ix) - 1, -1)] + [(len(ix) - 1, t) for t in _torn_points(last)]:
+                cuts = tuple((j, k if j == ino else len(jx), torn if j == ino else -1) for j, jx in data.items())
+                yield Plan(crash, every, cuts, "weak", f"inode {ino} cut at ({k}, {torn})")
+        for _ in range(samples):
+            kept: set[int] = set()
+            blocked: set[tuple[int, str]] = set()
+            for i in names:  # each kept at random, unless an earlier change of one of its names was lost
+                keys = set(self.rec.ops[i].keys())
+                if keys & blocked or rng.random() < 0.5:
+                    blocked |= keys
+                else:
+                    kept.add(i)
+            mix = []
+            for ino, ix in data.items():
+                k = rng.randint(0, len(ix))
+                tears = _torn_points(self.rec.ops[ix[k]]) if k < len(ix) else []
+                mix.append((ino, k, rng.choice(tears) if tears and rng.random() < 0.5 else -1))
+            yield Plan(crash, frozenset(kept), tuple(mix), "weak", "random mix")
+        # Ordered: the prefix, its last op torn if it is a write.
+        if crash and self.rec.ops[crash - 1].kind == WRITE:
+            op = self.rec.ops[crash - 1]
+            for t in _torn_points(op):
+                tear = {op.ino: (len(data[op.ino]) - 1, t)}
+                cuts = tuple((j, *tear.get(j, (len(jx), -1))) for j, jx in data.items())
+                yield Plan(crash, every, cuts, "ordered", f"last write torn at {t}")
+
+    def build(self, plan: Plan) -> dict[str, bytes | None]:
+        """The tree `plan` leaves, as relative path -> bytes (None: a directory)."""
+        tree = copy_tree(self.rec.initial)
+        cuts = {ino: (k, torn) for ino, k, torn in plan.cuts}
+        seen: dict[int, int] = {}  # file -> pending writes met so far
+        for i, op in enumerate(self.rec.ops[: plan.crash]):
+            durable = self.sync_at[i] < plan.crash
+            if op.kind in NAME_OPS:
+                if durable or i in plan.names:
+                    apply(tree, op)
+            elif op.kind in DATA_OPS:
+                if durable:
+                    apply(tree, op)
+                    continue
+                k, torn = cuts.get(op.ino, (1 << 30, -1))
+                n = seen[op.ino] = seen.get(op.ino, -1) + 1
+                if n < k:
+                    apply(tree, op)
+                elif n == k and torn >= 0:
+                    apply(tree, op, torn)
+        return files_of(tree)
+
+
+def crash_points(rec: Recording) -> list[int]:
+    """Every point worth crashing at: the start, and after each op that changes or syncs."""
+    return [0] + [i + 1 for i, op in enumerate(rec.ops) if op.kind != META]
+
+
+def completed_calls(rec: Recording, crash: int) -> int:
+    """How many calls had returned when ops[:crash] were issued (calls run one after another)."""
+    return sum(1 for c in rec.calls if c.end <= crash)

@@ -56,7 +56,8 @@ class Op:
     target: int = -1  # link/rename: the inode the name now points at
     offset: int = 0  # write: where; truncate: the new size
     data: bytes = b""
-    call: str = ""  # the os function, for comparing with strace
+    call: str = ""  # the os function and the path it was given, for comparing with strace
+    where: str = ""
 
     def keys(self) -> tuple[tuple[int, str], ...]:
         """The directory entries this op changes (its order constraints in the weak model)."""
@@ -161,7 +162,7 @@ class Recorder:
         initial = _snapshot(Path(self.root))
         self.rec = Recording(copy_tree(initial))
         self.live = initial
-        self._fds: dict[int, tuple[int, bool]] = {}  # descriptor -> (inode, opened O_APPEND)
+        self._fds: dict[int, tuple[int, bool, str]] = {}  # descriptor -> (inode, O_APPEND, path)
         self._lock = threading.RLock()
         self._real: dict[str, Any] = {}
 
@@ -212,20 +213,20 @@ class Recorder:
             if ino is None:
                 assert flags & os.O_CREAT, f"opened {path} that the recorder never saw created"
                 ino = self._new_inode(False)
-                self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="open"))
+                self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="open", where=str(path)))
             if flags & os.O_TRUNC and self.live[ino].data:
-                self._log(Op(TRUNCATE, ino, offset=0, call="open"))
-            self._fds[fd] = (ino, bool(flags & os.O_APPEND))
+                self._log(Op(TRUNCATE, ino, offset=0, call="open", where=str(path)))
+            self._fds[fd] = (ino, bool(flags & os.O_APPEND), str(path))
             return fd
 
     def _write(self, fd: int, data: Any) -> int:
         if fd not in self._fds:
             return int(self._real["write"](fd, data))
         with self._lock:
-            ino, append = self._fds[fd]
+            ino, append, where = self._fds[fd]
             offset = os.fstat(fd).st_size if append else os.lseek(fd, 0, os.SEEK_CUR)
             n = int(self._real["write"](fd, data))
-            self._log(Op(WRITE, ino, offset=offset, data=bytes(data[:n]), call="write"))
+            self._log(Op(WRITE, ino, offset=offset, data=bytes(data[:n]), call="write", where=where))
             return n
 
     def _pwrite(self, fd: int, data: Any, offset: int) -> int:
@@ -233,21 +234,24 @@ class Recorder:
             return int(self._real["pwrite"](fd, data, offset))
         with self._lock:
             n = int(self._real["pwrite"](fd, data, offset))
-            self._log(Op(WRITE, self._fds[fd][0], offset=offset, data=bytes(data[:n]), call="pwrite"))
+            ino, _, where = self._fds[fd]
+            self._log(Op(WRITE, ino, offset=offset, data=bytes(data[:n]), call="pwrite", where=where))
             return n
 
     def _ftruncate(self, fd: int, size: int) -> None:
         with self._lock:
             self._real["ftruncate"](fd, size)
             if fd in self._fds:
-                self._log(Op(TRUNCATE, self._fds[fd][0], offset=size, call="ftruncate"))
+                ino, _, where = self._fds[fd]
+                self._log(Op(TRUNCATE, ino, offset=size, call="ftruncate", where=where))
 
     def _syncer(self, name: str) -> Callable[[int], None]:
         def sync(fd: int) -> None:
             with self._lock:
                 self._real[name](fd)
                 if fd in self._fds:
-                    self._log(Op(SYNC, self._fds[fd][0], call=name))
+                    ino, _, where = self._fds[fd]
+                    self._log(Op(SYNC, ino, call=name, where=where))
 
         return sync
 
@@ -262,7 +266,7 @@ class Recorder:
                 ino = self._lookup(a)
                 self._real[name](src, dst)
                 assert ino is not None, f"renamed {src} that the recorder never saw created"
-                self._log(Op(RENAME, self._parent(a), b[-1], src=a[-1], target=ino, call=name))
+                self._log(Op(RENAME, self._parent(a), b[-1], src=a[-1], target=ino, call=name, where=f"{src} {dst}"))
 
         return rename
 
@@ -274,7 +278,7 @@ class Recorder:
         with self._lock:
             self._real["mkdir"](path, mode)
             ino = self._new_inode(True)
-            self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="mkdir"))
+            self._log(Op(LINK, self._parent(parts), parts[-1], target=ino, call="mkdir", where=str(path)))
 
     def _remover(self, name: str) -> Callable[..., None]:
         def remove(path: Any, *, dir_fd: int | None = None) -> None:
@@ -284,7 +288,7 @@ class Recorder:
                 return
             with self._lock:
                 self._real[name](path)
-                self._log(Op(UNLINK, self._parent(parts), parts[-1], call=name))
+                self._log(Op(UNLINK, self._parent(parts), parts[-1], call=name, where=str(path)))
 
         return remove
 
@@ -301,7 +305,8 @@ class Recorder:
             if (isinstance(target, int) and target in self._fds) or parts is not None:
                 with self._lock:
                     ino = self._fds[target][0] if isinstance(target, int) else self._lookup(parts or [])
-                    self.rec.ops.append(Op(META, ROOT_INO if ino is None else ino, call=name))
+                    where = self._fds[target][2] if isinstance(target, int) else str(target)
+                    self.rec.ops.append(Op(META, ROOT_INO if ino is None else ino, call=name, where=where))
 
         return meta
 

@@ -20,7 +20,6 @@ import base64
 import contextlib
 import errno
 import os
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,7 @@ import orjson
 
 from .codec import LineError, decode_entry
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import atomic_write, open_append, open_read, remove_tree, sync, write_all
+from .fileops import atomic_write, open_append, open_read, remove_entry, sync, write_all
 from .layout import MESSAGES, METADATA, SESSIONS, utc_now, validate_session_id
 from .session import SessionDir, read_header
 
@@ -119,21 +118,6 @@ def _is_old(path: Path) -> bool:
     return time.time() - st.st_mtime >= STAGING_GRACE_SECONDS
 
 
-def _remove_entry(path: Path) -> bool:
-    """Remove a file, a symlink (the link itself) or a tree without following links; True if gone."""
-    try:
-        st = os.stat(path, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            remove_tree(path)
-        else:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    return not os.path.lexists(path)
-
-
 def _root_leftovers(root: Path, repair: bool) -> list[Problem]:
     out: list[Problem] = []
     try:
@@ -167,7 +151,7 @@ def _leftover(path: Path, sid: str | None, detail: str, repair: bool) -> Problem
         # `.deleted-*` is never in use by anyone (the rename made it unreachable); the others
         # may be an operation still in progress elsewhere.
         return replace(problem, detail=detail + "; recent, may still be in progress: left alone")
-    return replace(problem, repaired=_remove_entry(path))
+    return replace(problem, repaired=remove_entry(path))
 
 
 # ── one session ──
@@ -204,7 +188,7 @@ def _check_session_locked(s: SessionDir, repair: bool) -> list[Problem]:
         if name.startswith(".") and name.endswith(".tmp"):
             p = s.path / name
             problem = Problem("temp-file", str(p), s.id, None, "temporary file left by an interrupted write")
-            out.append(replace(problem, repaired=_remove_entry(p)) if repair else problem)
+            out.append(replace(problem, repaired=remove_entry(p)) if repair else problem)
     try:
         read_header(s.path, s.id)
     except KodaFilesError as exc:
@@ -288,7 +272,7 @@ def _check_log(s: SessionDir, repair: bool) -> list[Problem]:
     problems = [Problem("bad-line", str(path), s.id, n, f"line {n}: {why}") for n, why, _ in scan.bad]
     if scan.tail is not None:
         what = (
-            "a whole message without its final newline"
+            "a whole message without its final newline (read as a message; repair adds the newline)"
             if scan.tail_ok
             else "an incomplete last line (torn write or hand edit), skipped by readers"
         )
@@ -330,7 +314,8 @@ def _repair_log(s: SessionDir, scan: _Scan) -> None:
         drop.add(scan.tail_line)
         records.append(_quarantine_record(s, scan.tail_line, "incomplete last line", scan.tail, now))
     if records:
-        qfd = open_append(s.path / QUARANTINE)
+        # Durably kept first, name included: the rewrite below must not be on disk before it.
+        qfd, _ = open_append(s.path / QUARANTINE, durable=True)
         try:
             write_all(qfd, b"".join(records))
             sync(qfd)

@@ -272,7 +272,7 @@ def _edit_todo(store: FileStore, sid: str) -> None:
     path = store.root / SESSIONS / sid / TODO
     status = subprocess.run([*shlex.split(editor), str(path)]).returncode
     if created and store.get_todo(sid) == "":
-        path.unlink(missing_ok=True)  # nothing written: leave no empty todo behind
+        store.delete_todo(sid)  # nothing written: leave no empty todo behind
     if status != 0:
         raise KodaFilesError(f"editor {editor!r} exited with status {status}")
 

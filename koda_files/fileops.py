@@ -1,7 +1,10 @@
-"""Atomic, symlink-safe file operations: every write, fsync, rename and mkdir the store makes.
+"""Atomic, symlink-safe file operations: every write, fsync, rename, mkdir and unlink the store makes.
 
-All file-system mutations go through the functions here, so that a single module decides how
-a change becomes durable, and fault-injection tests can fail any one of them.
+All file-system mutations go through the functions here (`tests/test_lint.py` fails on any other),
+so that a single module decides how a change becomes durable, and fault-injection tests can fail
+any one of them. The rule for durability: a create, rename, unlink or mkdir a promise depends on
+is made durable by a sync of its parent directory (`fsync_dir`), since on a weak file system the
+name is not on disk until then, whatever happened to the file's data.
 """
 
 from __future__ import annotations
@@ -18,17 +21,25 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "atomic_write",
+    "create_empty",
     "fsync_dir",
+    "link",
     "make_dir",
+    "make_dirs",
     "open_append",
+    "open_lock",
     "open_read",
     "read_file",
+    "remove_entry",
     "remove_tree",
     "rename",
+    "set_mtime",
     "sync",
+    "sync_path",
     "temp_name",
     "touch",
     "truncate",
+    "unlink",
     "write_all",
     "write_at",
 ]
@@ -57,6 +68,15 @@ def sync(fd: int) -> None:
         os.fsync(fd)
 
 
+def sync_path(path: Path) -> None:
+    """Make the data of a file that another writer (SQLite) wrote durable, never through a symlink."""
+    fd = open_read(path)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename or create in `path` durable; a no-op where directories cannot be opened."""
     try:
@@ -72,18 +92,42 @@ def fsync_dir(path: Path) -> None:
 
 
 def rename(src: Path, dst: Path) -> None:
-    """Atomically replace `dst` by `src` (same directory)."""
+    """Atomically replace `dst` by `src` (same directory); durable only after `fsync_dir`."""
     os.replace(src, dst)
 
 
+def link(src: Path, dst: Path) -> None:
+    """Give `src` a second name `dst`; FileExistsError if `dst` exists (never replaces)."""
+    os.link(src, dst, follow_symlinks=False)
+
+
+def unlink(path: Path) -> None:
+    """Remove one name (a symlink itself, never its target); FileNotFoundError if absent."""
+    os.unlink(path)
+
+
 def make_dir(path: Path) -> bool:
-    """Create one directory with mode 0700 whatever the umask; False if it already existed."""
+    """Create one directory with mode 0700 whatever the umask; False if it already existed.
+
+    The new name is durable only after `fsync_dir(path.parent)`.
+    """
     try:
         os.mkdir(path, DIR_MODE)
     except FileExistsError:
         return False
     os.chmod(path, DIR_MODE)
     return True
+
+
+def make_dirs(path: Path, *, durable: bool) -> None:
+    """Create `path` and any missing parents (0700); `durable`: sync each parent that gained one."""
+    if os.path.isdir(path):
+        return
+    parent = path.parent
+    if parent != path:
+        make_dirs(parent, durable=durable)
+    if make_dir(path) and durable:
+        fsync_dir(parent)
 
 
 def temp_name(target: str) -> str:
@@ -141,13 +185,46 @@ def open_read(path: Path) -> int:
     return fd
 
 
-def open_append(path: Path) -> int:
-    """Open (creating 0600 if needed) a regular file for appending, never through a symlink."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+def open_append(path: Path, *, create: bool = True, durable: bool = False) -> tuple[int, os.stat_result]:
+    """Open a regular file for appending (and `pread`), never through a symlink; also its stat.
+
+    `create`: make it (0600) if absent, else FileNotFoundError; `durable`: a file just made has its
+    name synced to disk (`fsync_dir`) before this returns, so what is appended and synced survives.
+    """
+    flags = os.O_RDWR | os.O_APPEND | _NOFOLLOW | _CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        if not create:
+            raise
+        fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+        if durable:
+            try:
+                fsync_dir(path.parent)
+            except BaseException:
+                os.close(fd)
+                raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
+    return fd, st
+
+
+def open_lock(path: Path) -> int:
+    """Open (creating 0600 if needed) a lock file read-write, never through a symlink.
+
+    A lock file's name needs no sync: losing it loses no data, the next open makes it again.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, FILE_MODE)
     return fd
+
+
+def create_empty(path: Path) -> None:
+    """Create an empty 0600 file; FileExistsError if the name exists (a symlink included)."""
+    os.close(_create_exclusive(path))
 
 
 def read_file(path: Path) -> bytes | None:
@@ -176,6 +253,21 @@ def remove_tree(path: Path) -> None:
     os.rmdir(path)
 
 
+def remove_entry(path: Path) -> bool:
+    """Remove a file, a symlink (the link itself) or a tree without following links; True if gone."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            remove_tree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    return not os.path.lexists(path)
+
+
 _UTIME_NOFOLLOW = os.utime in os.supports_follow_symlinks
 
 
@@ -192,6 +284,15 @@ def touch(path: str | Path) -> None:
     except FileNotFoundError:
         with contextlib.suppress(FileExistsError):  # created meanwhile: its mtime is now anyway
             os.close(_create_exclusive(Path(path)))
+
+
+def set_mtime(path: Path, ns: int, *, atime_ns: int | None = None) -> None:
+    """Set the mtime (and the atime: `atime_ns`, else the same) of `path` itself, never a link's target."""
+    times = (ns if atime_ns is None else atime_ns, ns)
+    if _UTIME_NOFOLLOW:
+        os.utime(path, ns=times, follow_symlinks=False)
+    else:  # pragma: no cover - platforms without utimensat
+        os.utime(path, ns=times)
 
 
 def write_at(fd: int, data: bytes, offset: int) -> None:

@@ -172,7 +172,7 @@ class SessionIndex:
         if summary is not None:
             return summary.archived > 0
         try:
-            return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=False))
+            return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=True))
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
             log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
             return False

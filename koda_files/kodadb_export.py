@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KodaFilesError
-from .fileops import fsync_dir
+from .fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
 from .kodadb import SCHEMA, TODO_KEY, ExportReport, Progress, as_text, to_koda_time
 from .layout import SESSIONS
 from .session import read_header
@@ -35,19 +35,19 @@ def run_export(store: FileStore, target: Path, progress: Progress | None) -> Exp
         report = _export(store, tmp, str(target), progress)
         # link() refuses to replace a file that appeared meanwhile: never overwrite.
         try:
-            os.link(tmp, target)
+            link(tmp, target)
         except FileExistsError:
             raise FileExistsError(17, "refusing to overwrite an existing file", str(target)) from None
         except OSError:  # a file system without hard links
             if os.path.lexists(target):
                 raise FileExistsError(17, "refusing to overwrite an existing file", str(target)) from None
-            os.rename(tmp, target)
+            rename(tmp, target)
         fsync_dir(target.parent)
         return report
     finally:
         for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
+                unlink(leftover)
 
 
 def _store_session_ids(store: FileStore) -> list[str]:
@@ -61,8 +61,7 @@ def _store_session_ids(store: FileStore) -> list[str]:
 def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -> ExportReport:
     import sqlite3
 
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private, like the store
-    os.close(fd)
+    create_empty(tmp)  # private (0600), like the store
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
@@ -122,8 +121,7 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
         conn.execute("COMMIT")
     finally:
         conn.close()  # the last connection checkpoints and removes the -wal file
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    sync_path(tmp)
     return ExportReport(name, n_sessions, n_messages, n_meta, n_todos, tuple(failed))
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .errors import KodaFilesError
-from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
+from .fileops import atomic_write, create_empty, fsync_dir, make_dir, remove_tree, rename
 from .kodadb import (
     HEADER_COLUMNS,
     ROLES,
@@ -329,7 +329,7 @@ def _write_session(
     try:
         # The lock file comes with the directory: a store holding the old session's lock then
         # sees a new lock file (not a missing one) and takes that instead.
-        os.close(os.open(staging / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        create_empty(staging / LOCK_NAME)
         atomic_write(staging / METADATA, [encode_header(header)])
         atomic_write(staging / MESSAGES, _lines(records))
         if todo is not None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import filelock
 
+from .fileops import open_lock
+
 __all__ = ["FileMutex"]
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # A waiter polls; sleeping at most this long keeps a handover within a few milliseconds.
 _MAX_POLL = 0.002
 _FIRST_POLL = 0.00005
@@ -52,9 +52,7 @@ class FileMutex:
     def _open(self) -> int:
         if self._before_open is not None:
             self._before_open()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC, 0o600)
-        with contextlib.suppress(OSError):
-            os.fchmod(fd, 0o600)
+        fd = open_lock(self.path)
         held = os.fstat(fd)
         self._key = (held.st_ino, held.st_dev)
         return fd

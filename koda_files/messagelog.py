@@ -5,6 +5,11 @@ file on every read (inode, size, mtime, and the bytes just before the end alread
 re-read when anything else changed it: an append by another process costs a parse of the new
 lines only, a rewrite or a hand edit costs one full read. Reads take no lock: appends are whole
 lines and rewrites are renames, so a reader sees complete lines of one version of the file.
+
+A last line without its newline is a message when it decodes as one (a hand edit saved without
+a final newline, or an append torn by a crash just before its newline): every reader, the id
+counter's rebuild, append (which adds the missing newline first) and `check` agree on that.
+A last line that does not decode is not a message anywhere (a torn write): readers skip it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ log = logging.getLogger("koda_files")
 _BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
-_BACK_CHUNK = 1 << 16
 _FIRST_BACK_CHUNK = 1 << 12
 _STREAM_CHUNK = 1 << 20
 _MAX_REREADS = 100
@@ -67,7 +71,7 @@ def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tu
 def iter_file_lines(path: Path, *, with_tail: bool) -> Iterator[tuple[int, bytes]]:
     """Stream a log's lines as (line number, bytes without newline), a megabyte at a time.
 
-    `with_tail`: also yield a last line that has no newline (a rewrite keeps it; reads skip it).
+    `with_tail`: also yield a last line that has no newline (a message if it decodes as one).
     A missing file yields nothing.
     """
     try:
@@ -103,14 +107,9 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
     except FileNotFoundError:
         return
     try:
-        end = os.fstat(fd).st_size
-        # An unterminated tail is a write in progress or crash damage, never a message.
-        while end > 0 and os.pread(fd, 1, end - 1) != b"\n":
-            chunk_start = max(0, end - _BACK_CHUNK)
-            cut = os.pread(fd, end - chunk_start, chunk_start).rfind(b"\n")
-            end = chunk_start + cut + 1 if cut >= 0 else chunk_start
+        # An unterminated last line is read too: a message if it decodes, skipped if not.
         carry = b""
-        pos = end
+        pos = os.fstat(fd).st_size
         completions: dict[int, str] = {}
         # Start small (the answer is usually in the last few lines, whatever the file's size)
         # and double, so a long walk back still takes few reads.
@@ -164,6 +163,7 @@ class MessageLog:
     offset: int = 0
     mtime_ns: int = -1
     line_count: int = 0
+    unterminated: bool = False  # the last line read is a message still missing its newline
     guard: bytes = b""
     exists: bool = False
     # Bumped whenever `messages` changes other than by appending, so derived caches can tell.
@@ -237,6 +237,7 @@ class MessageLog:
         self.offset = 0
         self.mtime_ns = -1
         self.line_count = 0
+        self.unterminated = False
         self.guard = b""
         self.exists = False
         self.generation += 1
@@ -255,16 +256,29 @@ class MessageLog:
         if data[: start - guard_start] != self.guard[len(self.guard) - (start - guard_start) :]:
             return False
         body = data[start - guard_start :]
+        if self.unterminated and body:
+            if body[:1] != b"\n":
+                return False  # the unterminated last line was extended, not ended: read it all again
+            body, start = body[1:], start + 1  # its newline came: no new line
+            self.guard = (self.guard + b"\n")[-_GUARD:]
+            self.unterminated = False
         end = body.rfind(b"\n") + 1
         complete, tail = body[:end], body[end:]
         for line_no, line in split_lines(complete, self.line_count + 1, start == 0):
             self._take(line_no, line)
         self.line_count += complete.count(b"\n")
-        self.offset = start + end
         self.guard = (self.guard + complete)[-_GUARD:] if end else self.guard
         self.ino, self.dev, self.exists = held.st_ino, held.st_dev, True
-        self.mtime_ns = held.st_mtime_ns if not tail else -1
-        if tail:
+        entry = _decode_tail(tail, self.session_id, start + end == 0) if tail else None
+        if entry is not None:
+            self.line_count += 1
+            self._add(entry)
+            self.unterminated = True
+            end = len(body)
+            self.guard = (self.guard + tail)[-_GUARD:]
+        self.offset = start + end
+        self.mtime_ns = held.st_mtime_ns if entry is not None or not tail else -1
+        if tail and entry is None:
             self._report_tail(tail, tail_is_torn)
         return True
 
@@ -275,12 +289,16 @@ class MessageLog:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
             return
         try:
-            message = decode_entry(line, self.session_id)
+            entry = decode_entry(line, self.session_id)
         except LineError as exc:
             self.kinds.append(OTHER)
             self.bad.append(BadLine(line_no, str(exc), line))
             log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
             return
+        self._add(entry)
+
+    def _add(self, message: Message | Completion) -> None:
+        """Apply one decoded line: a message, or a completion annotation of an earlier one."""
         if type(message) is Completion:
             self._complete(message)
             return
@@ -352,6 +370,19 @@ class MessageLog:
         self.offset = start + len(line)
         self.guard = (self.guard + line)[-_GUARD:]
         self.mtime_ns = -time.time_ns()
+
+
+def _decode_tail(tail: bytes, session_id: str, at_file_start: bool) -> Message | Completion | None:
+    """An unterminated last line decoded, or None when it is not a whole entry (a torn write)."""
+    if at_file_start and tail.startswith(_BOM):
+        tail = tail[len(_BOM) :]
+    tail = tail[:-1] if tail.endswith(b"\r") else tail
+    if not tail.strip():
+        return None
+    try:
+        return decode_entry(tail, session_id)
+    except LineError:
+        return None
 
 
 def _read_to_end(fd: int, start: int) -> bytes:

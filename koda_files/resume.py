@@ -16,7 +16,7 @@ from typing import Any
 
 from .codec import check_int, check_text, encode_completion
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import touch
+from .fileops import set_mtime, touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
 from .root import StoreRoot
 from .scan import backwards, logs_by_mtime
@@ -112,9 +112,9 @@ class ResumeState(StoreRoot):
             log_ns = max(at_ns, int(created.timestamp() * 1_000_000) * 1000) if created else at_ns
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(s.messages_path, follow_symlinks=False).st_size > 0:
-                    os.utime(s.messages_path, ns=(log_ns, log_ns), follow_symlinks=False)
+                    set_mtime(s.messages_path, log_ns)
             touch(s.access_path)
-            os.utime(s.access_path, ns=(at_ns, at_ns), follow_symlinks=False)
+            set_mtime(s.access_path, at_ns)
 
     def mark_message_complete(self, message_id: int) -> None:
         """Record that message `message_id` is complete: its `completed_at` becomes now.

@@ -28,7 +28,7 @@ from .codec import (
     mark_completed,
 )
 from .errors import KodaFilesError
-from .fileops import atomic_write
+from .fileops import atomic_write, set_mtime
 from .layout import parse_time, utc_now
 from .messagelog import ACTIVE, ARCHIVED, NOTE, OTHER
 from .session import SessionDir
@@ -204,5 +204,5 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
     _replace(s, before, lines())
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).
     with contextlib.suppress(OSError):
-        os.utime(s.messages_path, ns=(before.st_atime_ns, before.st_mtime_ns), follow_symlinks=False)
+        set_mtime(s.messages_path, before.st_mtime_ns, atime_ns=before.st_atime_ns)
     return dropped

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import orjson
 
 from .errors import KodaFilesError
-from .fileops import atomic_write, make_dir, read_file
+from .fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
 from .ids import IdAllocator
 from .index import SessionIndex
 from .layout import LAYOUT_FILE, LAYOUT_VERSION, SESSION_ID_PATTERN, SESSIONS, default_root, validate_session_id
@@ -52,7 +52,7 @@ class StoreRoot:
         self._sessions_dir = self.root / SESSIONS
         self._handles: OrderedDict[str, SessionDir] = OrderedDict()
         self._handles_lock = threading.Lock()
-        self._ids = IdAllocator(self.root / ".ids", durability == "fsync", self._largest_id)
+        self._ids = IdAllocator(self.root / ".ids", self._largest_id)
         self._index = SessionIndex(self.root)
         # A store dropped without close() must not leak its descriptors (and flock owners).
         weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
@@ -112,7 +112,8 @@ class StoreRoot:
         """Create the root, `sessions/` and the layout marker on first write; check the version."""
         if self._root_ready:
             return
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        durable = self.durability == "fsync"
+        make_dirs(self.root, durable=durable)
         marker = self.root / LAYOUT_FILE
         raw = read_file(marker)
         if raw is None:
@@ -120,6 +121,10 @@ class StoreRoot:
         else:
             self._check_layout(marker, raw)
         make_dir(self._sessions_dir)
+        if durable:
+            # Without this a power cut could lose `sessions/` and every session made in it (also
+            # one another store made and did not sync, in "flush" mode): once per store.
+            fsync_dir(self.root)
         self._root_ready = True
 
     def _check_layout_once(self) -> None:

@@ -31,7 +31,7 @@ def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[
     for archived or user messages skips the rest without parsing it).
     """
     try:
-        for _, line in iter_file_lines(path, with_tail=False):
+        for _, line in iter_file_lines(path, with_tail=True):
             if marker in line and line.strip():
                 with contextlib.suppress(LineError):
                     yield decode_line(line, session_id)

@@ -19,7 +19,7 @@ import orjson
 
 from .codec import LineError, decode_line, with_id
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import atomic_write, read_file, sync, touch, truncate, write_all
+from .fileops import atomic_write, fsync_dir, open_append, read_file, sync, touch, truncate, unlink, write_all
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
 from .messagelog import MessageLog, iter_file_lines, read_backwards
@@ -29,7 +29,6 @@ from .types import Message
 __all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
 
 _TAIL = 1 << 16
-_APPEND_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
@@ -264,13 +263,12 @@ class SessionDir:
             return self._fd, on_disk.st_ino, on_disk.st_size, on_disk.st_mtime_ns
         self.close_append()
         try:
-            fd = os.open(self.messages_path, _APPEND_FLAGS | os.O_CREAT, 0o600)
+            # A log deleted by hand is made again; in "fsync" mode its new name is synced too.
+            fd, st = open_append(self.messages_path, durable=self.durable)
         except FileNotFoundError:
             raise SessionNotFoundError(self.id) from None
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file")
+        except IsADirectoryError:
+            raise KodaFilesError(f"session {self.id!r}: {self.messages_path} is not a regular file") from None
         self._fd, self._fd_key = fd, (st.st_ino, st.st_dev)
         return fd, st.st_ino, st.st_size, st.st_mtime_ns
 
@@ -303,6 +301,15 @@ class SessionDir:
 
     def write_todo(self, content: str) -> None:
         atomic_write(self.todo_path, [content.encode("utf-8")])
+
+    def remove_todo(self) -> bool:
+        try:
+            unlink(self.todo_path)
+        except FileNotFoundError:
+            return False
+        if self.durable:
+            fsync_dir(self.path)
+        return True
 
     def iter_lines(self) -> Iterator[tuple[int, bytes]]:
         """Stream the log's lines as (line number, bytes); a torn last line too: rewrites keep it."""

@@ -308,6 +308,14 @@ class FileStore(ResumeState):
         with self._session(session_id) as s, s.locked():
             s.write_todo(content)
 
+    def delete_todo(self, session_id: str) -> bool:
+        """Remove `todo.md`; False if there was none (or no such session)."""
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                return False
+            with s.locked():
+                return s.remove_todo()
+
     # ── integrity ──
 
     def check(self, repair: bool = False) -> CheckReport:

@@ -120,3 +120,32 @@ def test_missing_messages_file_reads_empty_and_others_stay_visible(tmp_path: Pat
     fresh.insert_message(sid, Role.USER, "recreated")
     assert [m.content for m in fresh.load_all_messages(sid)] == ["recreated"]
     assert fresh.check().problems == ()
+
+
+def test_a_last_line_saved_without_its_newline_is_a_message_to_every_reader(tmp_path: Path) -> None:
+    """An editor that saves without a final newline leaves the last message readable at once,
+    by a store that had the log cached, by a fresh one reading backwards, and after appends."""
+    warm, sid, good, log = _two_sessions(tmp_path)
+    assert [m.content for m in warm.load_all_messages(sid)] == ["one", "two", "three"]
+    log.write_bytes(log.read_bytes().replace(b'"three"', b'"three, edited"').rstrip(b"\n"))
+
+    assert [m.content for m in warm.load_all_messages(sid)] == ["one", "two", "three, edited"]
+    fresh = FileStore(tmp_path)
+    assert fresh.last_user_message(sid) == "three, edited"
+    assert fresh.recent_user_messages(1) == ["three, edited"]
+
+    new_id = fresh.insert_message(sid, Role.USER, "four")  # adds the missing newline first
+    assert log.read_bytes().count(b"\n") == 4
+    for reader in (warm, fresh, FileStore(tmp_path)):
+        messages = reader.load_all_messages(sid)
+        assert [m.content for m in messages] == ["one", "two", "three, edited", "four"]
+        assert messages[-1].id == new_id
+        assert reader.last_user_message(sid) == "four"
+    # The line extended instead of ended (a hand edit again): the warm cache reads it whole.
+    log.write_bytes(log.read_bytes().rstrip(b"\n"))
+    assert [m.content for m in warm.load_all_messages(sid)][-1] == "four"
+    with log.open("ab") as f:  # a record glued on: the two make one line that is not a message
+        f.write(b'{"id":999,"role":"user","content":"glued"}\n')
+    assert [m.content for m in warm.load_all_messages(sid)] == ["one", "two", "three, edited"]
+    assert warm.load_all_messages(sid) == FileStore(tmp_path).load_all_messages(sid)
+    assert warm.load_context(good)[0].content == "the healthy one"

@@ -94,3 +94,30 @@ def test_a_forked_child_never_reuses_the_parents_block(tmp_path: Path) -> None:
     assert child_id != parent_id
     ids = _all_ids(FileStore(tmp_path), [s1, s2])
     assert len(ids) == len(set(ids)) == 3
+
+
+@pytest.mark.parametrize("where", ["other-session", "same-session"])
+def test_a_rebuilt_counter_counts_a_record_that_lacks_only_its_newline(tmp_path: Path, where: str) -> None:
+    """A last record missing only its newline is a message to every part of the store.
+
+    The rebuild must count its id: the next append into its session adds the newline, and it
+    would otherwise become a second message with an id handed out again.
+    """
+    store = FileStore(tmp_path)
+    torn, other = store.create_session("main", "/p"), store.create_session("main", "/p")
+    store.insert_message(torn, Role.USER, "complete")
+    last = store.insert_message(torn, Role.ASSISTANT, "the newline of this record is lost")
+    store.close()
+    log = tmp_path / "sessions" / torn / "messages.jsonl"
+    log.write_bytes(log.read_bytes()[:-1])
+    (tmp_path / ".ids").unlink()  # lost, as after a crash that lost its creation
+
+    reopened = FileStore(tmp_path)
+    assert [m.id for m in reopened.load_all_messages(torn)][-1] == last  # a message already
+    new_id = reopened.insert_message(other if where == "other-session" else torn, Role.USER, "next")
+    assert new_id > last
+    again = FileStore(tmp_path)
+    again.insert_message(torn, Role.USER, "and the torn session goes on")
+    ids = _all_ids(FileStore(tmp_path), [torn, other])
+    assert len(ids) == len(set(ids)) == 4
+    assert FileStore(tmp_path).check(repair=True).ok

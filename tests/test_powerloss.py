@@ -11,6 +11,7 @@ without losing a message. KODA_FILES_STRESS=1 checks many more states.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import shutil
@@ -22,10 +23,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from _crashstate import Planner, Recorder, Recording, completed_calls, crash_points, files_of, materialise
+from _crashplan import Planner, completed_calls, crash_points
+from _crashstate import Recorder, Recording, files_of, materialise
 from _fault_helpers import scaled
 
-from koda_files import FileStore, Message, Role, TokenUsage
+from koda_files import FileStore, Message, Role, TokenUsage, fileops
 
 PROJECT = "/koda-project"
 KEYS = ("color", "model")
@@ -255,6 +257,10 @@ def check_state(files: dict[str, bytes | None], crash: int, rec: Recording, view
         ever = {(sid, m) for v in views for sid, s in v.items() for m in s.messages}
         invented = [m for sid, s in before.items() for m in s.messages if (sid, m) not in ever]
         assert not invented, f"messages never written: {invented}"
+        # Rewrites are all-or-nothing in "flush" mode too: metadata and todo are values they once had.
+        headers = {(sid, s.meta, s.todo) for v in views for sid, s in v.items()}
+        mixed = [sid for sid, s in before.items() if (sid, s.meta, s.todo) not in headers]
+        assert not mixed, f"metadata or todo of {mixed} never written as they are"
         handed = max([0, *ids])
     if not before:  # nothing survived (or nothing was there): a new session takes the inserts
         store = FileStore(root, durability=mode)
@@ -341,3 +347,29 @@ def test_every_crash_state_reopens_as_before_or_after(tmp_path: Path, name: str,
             failures.setdefault(kind, []).append(f"{how} (in flight: {calls[0]}): {first[:400]}")
     summary = "\n".join(f"{len(v)} x {k}\n    e.g. {v[0]}" for k, v in failures.items())
     assert not failures, f"{sum(map(len, failures.values()))} of {len(states)} crash states broken:\n{summary}"
+
+
+def test_recorder_follows_every_change_and_states_lose_what_was_not_synced(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    recorder = Recorder(root)
+
+    def work() -> None:
+        fileops.make_dir(root / "d")
+        fileops.atomic_write(root / "d" / "f", [b"one\n"])
+        fileops.link(root / "d" / "f", root / "d" / "g")
+        fd, _ = fileops.open_append(root / "d" / "f")
+        fileops.write_all(fd, b"two\n")
+        os.close(fd)
+        fileops.unlink(root / "d" / "g")
+
+    recorder.call("work", work)  # asserts the model equals the disk afterwards
+    assert {"mkdir", "chmod", "open", "write", "fdatasync", "replace", "fsync", "link", "unlink"} <= {
+        op.call for op in recorder.rec.ops
+    }
+    planner = Planner(recorder.rec)
+    trees = [planner.build(p) for p in planner.plans(len(recorder.rec.ops), random.Random(0), 0)]
+    assert {"d": None, "d/f": b"one\ntwo\n"} in trees  # everything kept
+    assert {"d": None, "d/f": b"one\ntwo"} in trees  # the append torn before its newline
+    assert {"d": None, "d/f": b"one\ntwo\n", "d/g": b"one\ntwo\n"} in trees  # the unlink lost; one inode
+    assert {} in trees  # the root was never synced: "d" itself may be lost

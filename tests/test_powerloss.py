@@ -34,7 +34,7 @@ KEYS = ("color", "model")
 BAD = re.compile(rb"BADLINE-\d+")
 # States checked per workload (after deduplication), and random mixes drawn per crash point.
 BUDGET = scaled(260, 5000)
-SAMPLES = scaled(3, 12)
+SAMPLES = scaled(3, 40)
 LONG_AGO = time.time() - 86400  # after a reboot leftovers are old: repair may remove them
 _T = TypeVar("_T")
 
@@ -174,7 +174,7 @@ def id_blocks(run: Run) -> None:
     s1, s2 = run.store(), run.store()
     a = run.step("create A", lambda: s1.create_session("main", PROJECT))
     b = run.step("create B", lambda: s2.create_session("main", PROJECT))
-    for i in range(18):  # past the first block of 16 ids of each store
+    for i in range(scaled(18, 40)):  # past the first block of 16 ids of each store (the second: 32)
         run.step(f"A{i}", partial(s1.insert_message, a, Role.USER, f"a{i}"))
         run.step(f"B{i}", partial(s2.insert_message, b, Role.USER, f"b{i}"))
 

@@ -142,7 +142,7 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
                             )
                         notes[entry.id] = entry
                     elif notes and entry.id in notes:
-                        yield apply_note(entry, notes.pop(entry.id)) or entry  # type: ignore[arg-type]
+                        yield apply_note(entry, notes.pop(entry.id)) or entry  # type: ignore[misc,arg-type]
                     else:
                         yield entry  # type: ignore[misc]
     finally:

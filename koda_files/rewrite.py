@@ -12,7 +12,6 @@ drops the annotations of the messages it drops and keeps the others as they are.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,6 +21,7 @@ from .codec import (
     Completion,
     LineError,
     add_field,
+    apply_note,
     decode_entry,
     decode_line,
     encode_record,
@@ -84,7 +84,7 @@ def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, dict[str, str]]]
             fields = note_fields(m, target[1])
             if fields:
                 folds.setdefault(target[0], {}).update(fields)
-                where[m.id] = (target[0], dataclasses.replace(target[1], **fields))
+                where[m.id] = (target[0], apply_note(target[1], m) or target[1])
             continue
         assert type(m) is Message
         where[m.id] = (len(kinds), m)

@@ -187,7 +187,11 @@ class RedactMixin(StoreRoot):
         except BaseException:
             for backup, target in reversed(backups):
                 with contextlib.suppress(OSError):
-                    os.replace(backup, target)
+                    # rename(2) of a hard link onto its twin does nothing: unlink it instead.
+                    if os.path.samefile(backup, target):
+                        os.unlink(backup)
+                    else:
+                        os.replace(backup, target)
             for plan in plans:
                 for tmp, _ in plan.swaps:
                     with contextlib.suppress(OSError):

@@ -35,7 +35,8 @@ def fill_as_koda(conn: sqlite3.Connection) -> None:
         (s1,),
     )
     conn.execute(
-        "INSERT INTO sessions (id, created_at, agent_name, project_root) VALUES (?, '2026-03-02 09:00:00', 'main', NULL)",
+        "INSERT INTO sessions (id, created_at, agent_name, project_root)"
+        " VALUES (?, '2026-03-02 09:00:00', 'main', NULL)",
         (s2,),
     )
     rows = [
@@ -43,7 +44,8 @@ def fill_as_koda(conn: sqlite3.Connection) -> None:
         (s1, "assistant", None, None, '[{"id":"tc1","function":{"name":"Read"}}]', None, "I need the file",
          "2026-03-01 10:00:02", 120, 30, "2026-03-01 10:00:02"),
         (s1, "tool", "KEY=… (cut)", "KEY=abc\nHOME=/x", None, "tc1", None, None, None, None, "2026-03-01 10:00:03"),
-        (s1, "assistant", "It sets KEY.", None, None, None, "easy", "2026-03-01 10:00:04", 200, 12, "2026-03-01 10:00:04"),
+        (s1, "assistant", "It sets KEY.", None, None, None, "easy", "2026-03-01 10:00:04", 200, 12,
+         "2026-03-01 10:00:04"),
         (s1, "user", "and then?", None, None, None, None, None, None, None, "2026-03-01 10:00:05"),
         (s1, "assistant", "partial answ", None, None, None, None, None, 90, 3, "2026-03-01 10:00:06"),
         (s2, "user", "hello", None, None, None, None, None, None, None, "2026-03-02 09:00:01"),
@@ -65,7 +67,8 @@ def fill_as_koda(conn: sqlite3.Connection) -> None:
         [("setting:last_provider", "anthropic"), ("apikey:GEMINI_API_KEY", "g-123"), ("setting:model", "x")],
     )
     conn.executemany(
-        "INSERT INTO session_events (session_id, kind, payload, parent_tool_call_id, created_at) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO session_events (session_id, kind, payload, parent_tool_call_id, created_at)"
+        " VALUES (?, ?, ?, ?, ?)",
         [
             (s1, "info", "compaction completed", None, "2026-03-01 10:00:07"),
             (s2, "info", "hi", None, "2026-03-02 09:00:02"),

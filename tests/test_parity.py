@@ -227,7 +227,7 @@ def test_session_events_round_trip_preserves_order_and_parent(store: FileStore, 
     store.insert_session_event(sid, "sub_agent_event", "  🔧 Read", "call_abc")
     store.insert_session_event(sid, "bg_task_update", '{"task_id":1,"status":"Pending"}', None)
     events = FileStore(store.root).load_session_events(sid)
-    assert [e.payload for e in events][0] == "first"
+    assert next(e.payload for e in events) == "first"
     assert events[0].parent_tool_call_id is None
     assert (events[1].kind, events[1].parent_tool_call_id) == ("sub_agent_event", "call_abc")
     assert events[2].kind == "bg_task_update"
@@ -336,9 +336,9 @@ def test_kv_damaged_file_raises_naming_it_and_is_not_overwritten(store: FileStor
     store.kv_set("a", "1")
     path = store.root / "kv.json"
     path.write_text('{"a": 1')
-    with pytest.raises(KodaFilesError, match="kv.json"):
+    with pytest.raises(KodaFilesError, match=r"kv\.json"):
         store.kv_get("a")
-    with pytest.raises(KodaFilesError, match="kv.json"):
+    with pytest.raises(KodaFilesError, match=r"kv\.json"):
         store.kv_set("b", "2")
     assert path.read_text() == '{"a": 1'
 

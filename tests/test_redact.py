@@ -69,7 +69,7 @@ def test_redaction_leaves_no_copy_anywhere(root: Path) -> None:
 
 
 def test_redaction_unknown_id_changes_nothing(root: Path) -> None:
-    store, sid, (user, *_rest) = leaky_store(root)
+    store, _sid, (user, *_rest) = leaky_store(root)
     before = snapshot(root)
     with pytest.raises(KodaFilesError, match="message 987654"):
         store.clear_message_content([user, 987654], "[redacted]")

@@ -370,3 +370,26 @@ def test_protocols_cover_the_new_methods(root: Path) -> None:
         assert (msgs[0].thinking_content, msgs[1].content, msgs[1].full_content) == ("hm", "[x]", None)
 
     asyncio.run(run())
+
+
+def test_copy_messages_into_a_session_already_read(store: FileStore, tmp_path: Path) -> None:
+    """The batch is one write of several lines: a store with the log cached reads every one."""
+    src = store.create_session("default", tmp_path)
+    dst = store.create_session("default", tmp_path)
+    store.insert_message(src, Role.USER, "a")
+    complete_assistant(store, src, "b")
+    store.insert_message(dst, Role.USER, "before")
+    assert len(store.load_context(dst)) == 1  # warm
+    store.copy_messages_into_session(dst, store.load_context(src))
+    assert [m.content for m in store.load_context(dst)] == ["before", "a", "b"]
+    assert [m.content for m in store.load_all_messages(dst)] == ["before", "a", "b"]
+
+
+def test_purge_drops_thinking_annotations_of_purged_messages(store: FileStore, tmp_path: Path) -> None:
+    sid = store.create_session("default", tmp_path)
+    old = store.insert_message(sid, Role.USER, "old")
+    store.insert_message(sid, Role.USER, "kept")
+    store.compact_session(sid, "summary", 1)
+    store.update_message_thinking_content(old, "thought about the old one")
+    assert store.purge_compacted(0) == 1
+    assert b"thought about the old one" not in messages_path(store.root, sid).read_bytes()

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
 from .protocol import AsyncPersistence, Persistence
-from .types import CompactedStats, Interruption, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .types import (
+    CompactedStats,
+    Interruption,
+    Message,
+    Role,
+    SessionEvent,
+    SessionInfo,
+    SessionUsage,
+    TokenUsage,
+)
 
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
@@ -40,6 +49,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -55,6 +65,7 @@ __all__ = [
     "Message",
     "Persistence",
     "Role",
+    "SessionEvent",
     "SessionInfo",
     "SessionNotFoundError",
     "SessionUsage",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import __version__, cli, cli_admin
+from . import __version__, cli, cli_admin, cli_parity
 
 __all__ = ["build_parser"]
 
@@ -148,4 +148,5 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
         "koda-files export-sqlite /tmp/koda.db",
     )  # fmt: skip
     p.add_argument("out", metavar="OUT", help="the database file to create")
+    cli_parity.add_commands(command)
     return parser

@@ -32,6 +32,7 @@ from .kodadb import (
     as_text,
     from_koda_time,
 )
+from .kodadb_extra import import_kv, session_extras
 from .layout import LOCK_NAME, MESSAGES, METADATA, SESSIONS, TODO, parse_time, validate_session_id
 from .locking import FileMutex
 from .session import encode_header
@@ -55,6 +56,8 @@ _MESSAGE_COLUMNS = (
     "created_at",
     "compacted_at",
     "completed_at",
+    "full_content",
+    "thinking_content",
 )
 
 
@@ -184,7 +187,8 @@ def _import(
         todo = meta.pop(TODO_KEY, None)
         header = _header(plan.row, sid, meta, records)
         store._ensure_root()
-        _write_session(store, sid, header, records, todo, plan.replace)
+        extra = session_extras(conn, sid, header)
+        _write_session(store, sid, header, records, todo, plan.replace, extra)
         last_access = _last_access(plan.row, records)
         if last_access is not None:
             store.set_session_last_accessed(sid, last_access)
@@ -198,6 +202,7 @@ def _import(
         n_todos += todo is not None
         if progress is not None:
             progress(done, len(plans))
+    import_kv(conn, store, replace)
     return ImportReport(
         db_name,
         tuple(imported),
@@ -218,7 +223,7 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     if role not in ROLES:
         raise ValueError(f"message {values['id']}: unknown role {role!r}")
     record: dict[str, Any] = {"id": values["id"], "role": role}
-    for key in ("content", "tool_calls", "tool_call_id"):
+    for key in ("content", "full_content", "tool_calls", "tool_call_id"):
         text = as_text(values[key])
         if text is not None:
             record[key] = text
@@ -233,6 +238,9 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         when = from_koda_time(as_text(values[key]))
         if when is not None:
             record[key] = when
+    thinking = as_text(values["thinking_content"])
+    if thinking is not None:
+        record["thinking_content"] = thinking
     return record
 
 
@@ -320,6 +328,7 @@ def _write_session(
     records: list[dict[str, Any]],
     todo: str | None,
     replace: bool,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
     """Build the session in a dot-directory, then rename it into place (replacing under its lock)."""
     sessions_dir = store.root / SESSIONS
@@ -334,6 +343,8 @@ def _write_session(
         atomic_write(staging / MESSAGES, _lines(records))
         if todo is not None:
             atomic_write(staging / TODO, [todo.encode("utf-8")])
+        for name, data in (extra or {}).items():
+            atomic_write(staging / name, [data])
         if replace and _is_dir(final):
             mutex = FileMutex(final / LOCK_NAME)
             graveyard = sessions_dir / f".deleted-{sid}-{secrets.token_hex(4)}"

@@ -22,7 +22,7 @@ NEW_SCHEMA = {
     "messages": [
         "id", "session_id", "role", "content", "tool_calls", "tool_call_id", "prompt_tokens",
         "completion_tokens", "created_at", "cache_read_tokens", "cache_creation_tokens",
-        "thinking_tokens", "agent_name", "compacted_at", "completed_at",
+        "thinking_tokens", "agent_name", "compacted_at", "completed_at", "full_content", "thinking_content",
     ],
     "session_metadata": ["session_id", "key", "value", "updated_at"],
 }  # fmt: skip

@@ -18,6 +18,7 @@ from .types import CompactedStats, Interruption, Message, Role, SessionInfo, Ses
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
+    from .browse import SearchHit, SessionOverview
     from .store import FileStore
 
 # Imported on first use: the store (with filelock and orjson), asyncio and sqlite3 cost more
@@ -29,6 +30,8 @@ _LAZY = {
     "ImportReport": "kodadb",
     "export_sqlite": "kodadb",
     "import_sqlite": "kodadb",
+    "SearchHit": "browse",
+    "SessionOverview": "browse",
 }
 
 
@@ -55,8 +58,10 @@ __all__ = [
     "Message",
     "Persistence",
     "Role",
+    "SearchHit",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionOverview",
     "SessionUsage",
     "TokenUsage",
     "__version__",

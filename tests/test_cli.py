@@ -186,7 +186,7 @@ def test_todo(cli: Cli, sessions: tuple[str, str]) -> None:
     assert cli.ok("todo", a) == "- [ ] tests\n"
     assert cli.json("todo", b) == {"session_id": b, "todo": None}
     cli.ok("todo", b, "--set", "- [ ] one")
-    assert FileStore(cli.root).get_todo(b) == "- [ ] one"
+    assert FileStore(cli.root).get_todo(b) == "- [ ] one\n"  # a text file ends in a newline
     source = cli.tmp_path / "todo.txt"
     source.write_text("- [x] from a file\n", encoding="utf-8")
     cli.ok("todo", b, "--set-file", str(source), script=True)
@@ -296,7 +296,7 @@ def test_export_and_import_sqlite(cli: Cli, sessions: tuple[str, str]) -> None:
 
 
 def test_usage_errors_exit_2_with_one_line(cli: Cli) -> None:
-    assert "invalid choice" in cli.fails(2, "frobnicate")
+    assert "unknown command 'frobnicate' (see" in cli.fails(2, "frobnicate")
     cli.fails(2, "show")
     assert "invalid count" in cli.fails(2, "sessions", "--limit", "many")
     assert cli.run().returncode == 2
@@ -308,7 +308,11 @@ def test_debug_shows_the_traceback(cli: Cli) -> None:
 
 
 def _run_on_terminal(cli: Cli, *args: str, stream: str = "stdout", **extra: str) -> bytes:
-    """Run with `stream` ("stdout" or "stderr") on a pseudo-terminal; returns what it showed there."""
+    """Run with `stream` ("stdout" or "stderr") on a pseudo-terminal; returns what it showed there.
+
+    No pager unless `PAGER` is given: less would add its own escapes to what the terminal shows.
+    """
+    extra = {"PAGER": "", "TERM": "xterm", **extra}
     master, slave = pty.openpty()
     other = subprocess.PIPE
     proc = subprocess.Popen(

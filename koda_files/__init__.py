@@ -17,8 +17,8 @@ from .types import CompactedStats, Interruption, Message, Role, SessionInfo, Ses
 
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
-    from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .browse import SearchHit, SessionOverview
+    from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .store import FileStore
 
 # Imported on first use: the store (with filelock and orjson), asyncio and sqlite3 cost more

@@ -159,9 +159,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(f"no sessions {where}", file=sys.stderr)
         return 0
     table = [
-        [r["id"], r["agent_name"], short_time(r["created_at"]), short_time(r["last_activity"]),
-         str(r["message_count"]), str(r["total_tokens"]), first_line(r["title"])]
-        for r in rows
+        [r.id, r.agent_name, short_time(r.created_at), short_time(r.last_activity), str(r.message_count),
+         str(r.total_tokens), first_line(r.title or r.first_user_message)]
+        for r in overviews
     ]  # fmt: skip
     columns = ["ID", "AGENT", "CREATED", "LAST ACTIVE", "MESSAGES", "TOKENS", "TITLE"]
     with paged(args):

@@ -92,7 +92,7 @@ def paged(args: Any, before_start: Callable[[], None] = lambda: None) -> Iterato
         return
     real = sys.stdout
     stream = _LazyPager(command, before_start, real)
-    sys.stdout = stream  # type: ignore[assignment]
+    sys.stdout = stream
     try:
         yield
         stream.flush()

@@ -90,7 +90,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     with paged(args, quiet_progress):
         out = sys.stdout
         style = style_for_stdout()
-        width = max(20, shutil.get_terminal_size((120, 24)).columns - 4)
+        # On a terminal a line is cut around its match; a pipe gets it whole.
+        width = max(20, shutil.get_terminal_size().columns - 4) if out.isatty() else sys.maxsize
         if args.json:
             out.write("[")
         for hit in hits:

@@ -90,16 +90,20 @@ def sessions(cli: Cli) -> tuple[str, str]:
     return a, b
 
 
-def run_on_terminal(cli: Cli, *args: str, stream: str = "stdout", code: int = 0, **extra: str) -> bytes:
+def run_on_terminal(
+    cli: Cli, *args: str, stream: str = "stdout", code: int = 0, env: dict[str, str] | None = None, **extra: str
+) -> bytes:
     """Run with `stream` ("stdout" or "stderr") on a pseudo-terminal; returns what it showed there.
 
-    No pager unless `PAGER` is given: less would add its own escapes to what the terminal shows.
+    No pager unless `PAGER` is given (or `env`, the whole environment, leaves it out): less would
+    add its own escapes to what the terminal shows.
     """
-    extra = {"PAGER": "", "TERM": "xterm", **extra}
+    if env is None:
+        env = env_for(cli.tmp_path, cli.root, **{"PAGER": "", "TERM": "xterm", **extra})
     master, slave = pty.openpty()
     other = subprocess.PIPE
     proc = subprocess.Popen(
-        [sys.executable, "-m", "koda_files", *args], cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root, **extra),
+        [sys.executable, "-m", "koda_files", *args], cwd=cli.cwd, env=env,
         stdout=slave if stream == "stdout" else other, stderr=slave if stream == "stderr" else other,
     )  # fmt: skip
     os.close(slave)

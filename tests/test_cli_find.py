@@ -56,7 +56,7 @@ def test_search_finds_text_newest_first_and_skips_what_is_not_a_message(cli: Cli
 
 
 def test_search_filters(cli: Cli) -> None:
-    old, new = _two_sessions(cli)
+    old, _ = _two_sessions(cli)
     assert {h["role"] for h in cli.json("search", "needle", "--all", "--role", "user")} == {"user"}
     assert [h["session_id"] for h in cli.json("search", "needle", "--project", str(cli.cwd))] == [old, old]
     assert len(cli.json("search", "needle", "--limit", "1")) == 1
@@ -72,7 +72,7 @@ def test_search_filters(cli: Cli) -> None:
 
 
 def test_search_prints_session_message_role_time_and_the_line(cli: Cli) -> None:
-    old, new = _two_sessions(cli)
+    old, _ = _two_sessions(cli)
     text = cli.ok("search", "second", "--all", script=True)
     head, line = text.splitlines()
     assert head.startswith(f"{old}  #1  user  ") and head.endswith("archived")

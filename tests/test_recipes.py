@@ -136,9 +136,8 @@ def check_todos(store: FileStore, out: str) -> None:
     lines = out.splitlines()
     ids = _ids(store)
     assert lines[0] == f"sessions/{ids[0]}/todo.md"
-    assert lines[1:] == [
-        f"{o.id}  {o.created_at}  {o.project_root or '-'}" for o in sorted(store.session_overviews(), key=lambda o: o.id)
-    ]
+    rows = sorted(store.session_overviews(), key=lambda o: o.id)
+    assert lines[1:] == [f"{o.id}  {o.created_at}  {o.project_root or '-'}" for o in rows]
 
 
 def check_git(store: FileStore, out: str) -> None:

@@ -53,6 +53,7 @@ def test_search_finds_text_newest_first_and_skips_what_is_not_a_message(cli: Cli
     assert [h["field"] for h in cli.json("search", "read_file", "--all", "--tools")] == ["tool_calls"]
     assert [h["lines"] for h in cli.json("search", "needle?", "--all")] == [["where is the needle?"]]
     assert cli.json("search", '"quoted"')[0]["message_id"] == 900  # a quote is escaped on disk
+    assert [h["message_id"] for h in cli.json("search", "café")] == [900]  # written as \u00e9 there
 
 
 def test_search_filters(cli: Cli) -> None:

@@ -77,9 +77,9 @@ ROLE_STYLE = {
 
 
 def dump_json(value: Any, out: TextIO) -> None:
-    import json
+    import orjson
 
-    out.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def visible(text: str) -> str:

@@ -1,9 +1,11 @@
 """Full-text search over the logs of many sessions (`FileStore.search`).
 
 A literal pattern is looked for in the raw bytes of each log first, in its JSON-escaped form,
-and only the lines holding it are parsed; lines a person wrote with other escapes (`\\u00e9`,
-`\\/`) are parsed too, so nothing is missed. A regular expression has no such shortcut: every
-line is parsed. Lines that are not messages (damage, completion annotations) are skipped.
+and only the lines holding it are parsed. When the pattern has characters a person may write as
+escapes (non-ASCII as `\\u00e9`, `/` as `\\/`), lines holding such escapes are parsed too; plain
+ASCII spelled as `\\u0061` is not looked for (no JSON writer does that). A regular expression
+has no such shortcut: every line is parsed. Lines that are not messages (damage, completion
+annotations) are skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from .types import Message
 
 __all__ = ["Query", "search_sessions"]
 
+# Pages mapped up front: faulting them in one by one costs more than the search itself.
+_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 # Escapes orjson never writes but a hand edit may: lines holding them are parsed to be sure.
 _OTHER_ESCAPES = (b"\\u", b"\\/")
 
@@ -102,7 +106,7 @@ def search_sessions(sessions_dir: Path, ids: list[str], query: Query, progress: 
         try:
             st = os.fstat(fd)
             if st.st_size and (since_ns is None or st.st_mtime_ns >= since_ns):
-                with mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ) as data:
+                with mmap.mmap(fd, st.st_size, flags=_MAP_FLAGS, prot=mmap.PROT_READ) as data:
                     yield from _search_log(data, sid, query)
         finally:
             os.close(fd)
@@ -129,9 +133,12 @@ def _candidate_lines(data: mmap.mmap, needle: bytes | None) -> list[tuple[int, i
     """(start, end) of every complete line that may match, in file order."""
     if needle is None:
         return _all_lines(data)
+    # Only a pattern with characters a person may write as escapes (non-ASCII, `/`) needs the
+    # lines holding escapes too; each probe is another pass over the file.
+    escapes = _OTHER_ESCAPES if not needle.isascii() or b"/" in needle else ()
     starts: set[int] = set()
     spans: list[tuple[int, int]] = []
-    for probe in (needle, *_OTHER_ESCAPES):
+    for probe in (needle, *escapes):
         at = data.find(probe)
         while at >= 0:
             start = data.rfind(b"\n", 0, at) + 1

@@ -18,7 +18,7 @@ from koda_files import FileStore, Role, TokenUsage
 
 SCRIPT = Path(sys.executable).parent / "koda-files"  # the installed console script
 COMMANDS = [
-    "path", "sessions", "show", "usage", "todo", "compact", "delete", "stats", "purge", "check",
+    "path", "sessions", "search", "show", "usage", "todo", "compact", "delete", "stats", "purge", "check",
     "import-sqlite", "export-sqlite",
 ]  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+from pathlib import Path
 
 from _cli import COMMANDS, SCRIPT, Cli, run_on_terminal
 from _helpers import snapshot
@@ -18,6 +19,15 @@ def test_help_of_every_command_has_an_example(cli: Cli) -> None:
         assert command in top
         text = cli.ok(command, "--help")
         assert "example" in text and f"koda-files {command}" in text, command
+
+
+def test_the_readme_documents_every_command_with_an_example() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Command line") : readme.index("## Import from and export")]
+    examples = section[section.index("```sh") : section.index("```", section.index("```sh") + 5)]
+    for command in COMMANDS:
+        assert f"| `koda-files {command}" in section, command
+        assert f"\nkoda-files {command} " in examples or f"\nkoda-files {command}\n" in examples, command
 
 
 def test_version_and_path_through_the_installed_script(cli: Cli) -> None:

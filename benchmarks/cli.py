@@ -30,7 +30,7 @@ SESSIONS = 1000
 MESSAGES = 100
 NEEDLE = "zebra-quartz-needle"
 SCRIPT = str(Path(sys.executable).parent / "koda-files")
-WORDS = "the parser reads each line and the test checks what the store returns for it".split()
+WORDS = "the parser reads each line and the test checks what the store returns for it".split()  # noqa: SIM905
 
 
 def build(root: Path, gb: float) -> int:
@@ -96,7 +96,8 @@ def main() -> int:
         rg_hits = sum(int(line.rsplit(b":", 1)[1]) for line in out_rg.splitlines())
         our_hits = len(orjson.loads(out_ours))
         print(f"search {NEEDLE!r}: koda-files {t_ours * 1000:.0f} ms ({our_hits} messages), "
-              f"rg -F -c {t_rg * 1000:.0f} ms ({rg_hits} lines): ratio {t_ours / t_rg:.2f}x (target <= 3x)")  # fmt: skip
+              f"rg -F -c {t_rg * 1000:.0f} ms ({rg_hits} lines): ratio {t_ours / t_rg:.2f}x "
+              "(target <= 3x)")  # fmt: skip
         if our_hits != rg_hits:
             print("  MISMATCH: the two found different numbers of matches", file=sys.stderr)
         listing = [SCRIPT, "--json", "sessions", "--all", "--limit", "0"]

@@ -144,7 +144,7 @@ def check_git(store: FileStore, out: str) -> None:
     tracked = _run(store, "git ls-files").split()
     assert tracked and not [p for p in tracked if any(part.startswith(".") for part in p.split("/"))]
     sid = _ids(store)[0]
-    _run(store, f"koda-files todo {sid} --set '- [ ] docs' && koda-files todo {sid[:13]} --set '- [ ] docs'")
+    _run(store, f"koda-files todo {sid} --set '- [ ] docs'")
     store.insert_message(sid, Role.USER, "next session")
     diff = _run(store, "git diff")
     assert "No newline at end of file" not in diff and "+- [ ] docs" in diff

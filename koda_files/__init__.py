@@ -26,6 +26,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
+    from .browse import SearchHit, SessionOverview
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .store import FileStore
 
@@ -38,6 +39,8 @@ _LAZY = {
     "ImportReport": "kodadb",
     "export_sqlite": "kodadb",
     "import_sqlite": "kodadb",
+    "SearchHit": "browse",
+    "SessionOverview": "browse",
 }
 
 
@@ -65,9 +68,11 @@ __all__ = [
     "Message",
     "Persistence",
     "Role",
+    "SearchHit",
     "SessionEvent",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionOverview",
     "SessionUsage",
     "TokenUsage",
     "__version__",

@@ -119,7 +119,7 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
             events += export_extras(conn, store, sid, header)
             n_sessions += 1
             n_messages += len(messages)
-            n_meta += len(rows)
+            n_meta += len(rows) - (todo is not None)  # the todo is counted as a todo, as import does
             n_todos += todo is not None
             if progress is not None:
                 progress(done, len(ids))

@@ -85,10 +85,24 @@ def _open_read_only(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise FileNotFoundError(2, "no such database", str(db_path))
     uri = "file:" + quote(str(db_path.resolve())) + "?mode=ro"
+    if _wal_without_log(db_path):
+        # A read-only connection to a WAL database creates `-wal` and `-shm` beside it and cannot
+        # remove them. With no `-wal` there, no connection has the database open, and every
+        # committed row is in the main file: read it as an immutable file, creating nothing.
+        # (A writer that opens it meanwhile writes to a new `-wal`, not to the main file.)
+        uri += "&immutable=1"
     conn = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
     # Text koda wrote is UTF-8; a damaged value must not stop the import of everything else.
     conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
     return conn
+
+
+def _wal_without_log(db_path: Path) -> bool:
+    """A database in WAL mode (header bytes 18-19 are 2) with no `-wal` file beside it."""
+    with open(db_path, "rb") as f:
+        header = f.read(20)
+    wal = len(header) == 20 and header[18] == 2 and header[19] == 2
+    return wal and not os.path.exists(f"{db_path}-wal")
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -13,6 +13,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .browse import Browsing
 from .check import CheckReport, check_store
 from .codec import check_text, encode_new
 from .errors import KodaFilesError
@@ -23,7 +24,6 @@ from .kv import KeyValueMixin
 from .layout import MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
 from .protocol import RoleLike, StrPath
 from .redact import RedactMixin
-from .resume import ResumeState
 from .rewrite import compact_lines, purge_lines
 from .root import check_limit
 from .sanitize import has_tool_calls
@@ -40,7 +40,7 @@ _TODO_KEY = "todo"
 _PURGE_THREADS = 8
 
 
-class FileStore(ResumeState, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
+class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     """Sessions as directories of plain files under `root`.
 
     `root` defaults to `$KODA_FILES_DIR`, else the platform user data dir for "koda".

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_cli import Cli
+from _cli import Cli
 
 from koda_files import FileStore, Role
 

@@ -1,12 +1,16 @@
-"""A short agent conversation through koda-files, in the store's default location.
+"""A short agent conversation through koda-files, written to a fresh temporary store.
 
-Run: python examples/quickstart.py   (set KODA_FILES_DIR to put the store elsewhere)
+Run: python examples/quickstart.py          (a new store under the system's temp dir, kept to look at)
+     python examples/quickstart.py --real   (your real store: $KODA_FILES_DIR, else the data dir)
+With KODA_FILES_DIR set, the example writes there: setting it is asking for that store.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
 
 from koda_files import FileStore, Role, TokenUsage
 
@@ -18,8 +22,17 @@ def tool_call(call_id: str, name: str, arguments: dict[str, str]) -> str:
     )
 
 
+def open_store(argv: list[str]) -> FileStore:
+    """The real store when asked for (`--real` or $KODA_FILES_DIR), else a new temporary one."""
+    if "--real" in argv or os.environ.get("KODA_FILES_DIR"):
+        return FileStore()  # $KODA_FILES_DIR, else the platform's user data dir for "koda"
+    root = tempfile.mkdtemp(prefix="koda-files-demo-")
+    print(f"Writing to a temporary store at {root} (--real writes to your real store instead)\n")
+    return FileStore(root)
+
+
 def main() -> None:
-    store = FileStore()  # $KODA_FILES_DIR, else the platform's user data dir for "koda"
+    store = open_store(sys.argv[1:])
     sid = store.create_session("main", os.getcwd())
 
     store.insert_message(sid, Role.SYSTEM, "You are koda, a coding agent.")
@@ -62,7 +75,7 @@ def main() -> None:
     usage = store.session_token_usage(sid)
     print(
         f"\nUsage: {usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens, "
-        f"{usage.cache_read_tokens} read from cache, {usage.api_calls} API calls"
+        f"{usage.cache_read_tokens} read from cache, {usage.api_calls} API call{'' if usage.api_calls == 1 else 's'}"
     )
     print(f"Todo:\n  {store.get_todo(sid)!r}")
     session_dir = store.root / "sessions" / sid
@@ -70,6 +83,7 @@ def main() -> None:
     for name in sorted(os.listdir(session_dir)):
         if not name.startswith("."):
             print(f"  {name}")
+    print(f"\nLook at it with: koda-files --root {store.root} show latest --all")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
 from .protocol import AsyncPersistence, Persistence
-from .types import CompactedStats, Interruption, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .types import (
+    CompactedStats,
+    Interruption,
+    Message,
+    Role,
+    SessionEvent,
+    SessionInfo,
+    SessionUsage,
+    TokenUsage,
+)
 
 if TYPE_CHECKING:
     from .aio import AsyncFileStore
+    from .browse import SearchHit, SessionOverview
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .store import FileStore
 
@@ -29,6 +39,8 @@ _LAZY = {
     "ImportReport": "kodadb",
     "export_sqlite": "kodadb",
     "import_sqlite": "kodadb",
+    "SearchHit": "browse",
+    "SessionOverview": "browse",
 }
 
 
@@ -39,6 +51,7 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
+
 
 __version__ = "0.1.0"
 
@@ -55,8 +68,11 @@ __all__ = [
     "Message",
     "Persistence",
     "Role",
+    "SearchHit",
+    "SessionEvent",
     "SessionInfo",
     "SessionNotFoundError",
+    "SessionOverview",
     "SessionUsage",
     "TokenUsage",
     "__version__",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from .protocol import RoleLike, StrPath
 from .store import FileStore
-from .types import CompactedStats, Interruption, Message, SessionInfo, SessionUsage, TokenUsage
+from .types import CompactedStats, Interruption, Message, SessionEvent, SessionInfo, SessionUsage, TokenUsage
 
 __all__ = ["AsyncFileStore"]
 
@@ -123,3 +124,39 @@ class AsyncFileStore:
 
     async def detect_interruption(self, session_id: str) -> Interruption | None:
         return await asyncio.to_thread(self.sync.detect_interruption, session_id)
+
+    async def update_message_thinking_content(self, message_id: int, thinking_content: str) -> None:
+        await asyncio.to_thread(self.sync.update_message_thinking_content, message_id, thinking_content)
+
+    async def insert_tool_message_with_full(
+        self, session_id: str, content: str, tool_call_id: str, full_content: str
+    ) -> int:
+        return await asyncio.to_thread(
+            self.sync.insert_tool_message_with_full, session_id, content, tool_call_id, full_content
+        )
+
+    async def clear_message_content(self, message_ids: Sequence[int], replacement: str) -> None:
+        await asyncio.to_thread(self.sync.clear_message_content, message_ids, replacement)
+
+    async def copy_messages_into_session(self, dest_session_id: str, messages: Sequence[Message]) -> None:
+        await asyncio.to_thread(self.sync.copy_messages_into_session, dest_session_id, messages)
+
+    async def insert_session_event(
+        self, session_id: str, kind: str, payload: str, parent_tool_call_id: str | None = None
+    ) -> int:
+        return await asyncio.to_thread(self.sync.insert_session_event, session_id, kind, payload, parent_tool_call_id)
+
+    async def load_session_events(self, session_id: str) -> list[SessionEvent]:
+        return await asyncio.to_thread(self.sync.load_session_events, session_id)
+
+    async def kv_get(self, key: str) -> str | None:
+        return await asyncio.to_thread(self.sync.kv_get, key)
+
+    async def kv_set(self, key: str, value: str) -> None:
+        await asyncio.to_thread(self.sync.kv_set, key, value)
+
+    async def kv_delete(self, key: str) -> None:
+        await asyncio.to_thread(self.sync.kv_delete, key)
+
+    async def kv_list_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        return await asyncio.to_thread(self.sync.kv_list_prefix, prefix)

@@ -176,9 +176,13 @@ def _maybe_locked(s: SessionDir) -> Iterator[bool]:
 def _check_session(s: SessionDir, repair: bool) -> list[Problem]:
     try:
         with _maybe_locked(s) as locked:
-            return _check_session_locked(s, repair and locked)
+            problems = _check_session_locked(s, repair and locked)
     except SessionNotFoundError:
         return []
+    if repair and not locked:
+        why = f"not repaired: the session lock {s.mutex.path} cannot be taken (a read-only root?)"
+        problems = [replace(p, detail=f"{p.detail}; {why}" if p.detail else why) for p in problems]
+    return problems
 
 
 def _check_session_locked(s: SessionDir, repair: bool) -> list[Problem]:

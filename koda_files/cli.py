@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from .errors import KodaFilesError
 
 if TYPE_CHECKING:
     from .store import FileStore
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 PROG = "koda-files"
+_colour_mode = "auto"  # --color, set once by main()
 
 
 class UsageError(Exception):
@@ -30,37 +35,69 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: "koda-files show: error: ... (see --help)".
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: error: {suggest(message)} (see '{self.prog} --help')\n")
+
+
+def suggest(message: str) -> str:
+    """argparse's "invalid choice" for a command, with the closest command when one is close."""
+    import difflib
+    import re
+
+    m = re.match(r"argument COMMAND: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+    if m is None:
+        return message
+    choices = re.findall(r"'([^']*)'", m.group(2))
+    close = difflib.get_close_matches(m.group(1), choices, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown command '{m.group(1)}'{hint}"
 
 
 # ── helpers ──
 
 
-def open_store(args: argparse.Namespace) -> FileStore:
+def open_store(args: argparse.Namespace, *, existing: bool = True) -> FileStore:
+    """The store of `--root`/`$KODA_FILES_DIR`/the data dir; `existing`: it must be a store already.
+
+    Only the platform's data dir may be missing or not a store yet (a first run reads as empty): a
+    root given by `--root` or `$KODA_FILES_DIR` that is not a store is a typo to report.
+    """
+
+    from .layout import is_store
     from .store import FileStore
 
-    return FileStore(args.root)
+    store = FileStore(args.root)
+    explicit = args.root is not None or bool(os.environ.get("KODA_FILES_DIR"))
+    if existing and explicit and not is_store(store.root):
+        raise KodaFilesError(f"not a koda-files store: {store.root}")
+    return store
 
 
 def session_dirs(store: FileStore) -> list[str]:
-    from .layout import SESSIONS
+    """The ids of every session, sorted."""
+    return store.session_ids()
 
-    try:
-        entries = list(os.scandir(store.root / SESSIONS))
-    except FileNotFoundError:
-        return []
-    return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+
+_LATEST = re.compile(r"latest(?:~(\d+))?")
 
 
 def resolve(store: FileStore, text: str) -> str:
-    """A session id from the id itself or a unique prefix of it; unknown or ambiguous is an error."""
-    from .errors import KodaFilesError
+    """A session id from the id, `latest` / `latest~N` (by last activity) or a unique prefix of an id."""
+
     from .layout import validate_session_id
 
-    validate_session_id(text)
     ids = session_dirs(store)
     if text in ids:
         return text
+    latest = _LATEST.fullmatch(text)
+    if latest is not None:
+        back = int(latest.group(1) or 0)
+        from .cli_render import plural
+
+        rows = store.session_overviews()
+        if back >= len(rows):
+            raise KodaFilesError(f"{text}: the store has {plural(len(rows), 'session')} in {store.root}")
+        return rows[back].id
+    validate_session_id(text)
     matches = [sid for sid in ids if sid.startswith(text)]
     if len(matches) == 1:
         return matches[0]
@@ -79,18 +116,6 @@ def confirm(question: str, yes: bool) -> bool:
     return answer in ("y", "yes")
 
 
-def _title(messages: list[Any]) -> str:
-    """The title of a session without one set (`set_session_title`): its first user message."""
-    from .cli_render import first_line
-
-    return next((first_line(m.content) for m in messages if m.role.value == "user" and m.content), "")
-
-
-def _text(value: object) -> str | None:
-    """A `metadata.json` value as the store reads it: a string, else none."""
-    return value if isinstance(value, str) else None
-
-
 def _usage_dict(u: Any) -> dict[str, int]:
     from dataclasses import asdict
 
@@ -101,7 +126,7 @@ def _usage_dict(u: Any) -> dict[str, int]:
 
 
 def cmd_path(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, existing=False)  # where the store is or will be: it need not exist
     if args.json:
         print_json({"root": str(store.root)})
     else:
@@ -110,52 +135,23 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    from .layout import SESSIONS
-    from .session import read_header
-
     store = open_store(args)
-    limit = args.limit if args.limit > 0 else sys.maxsize
-    rows: list[dict[str, Any]] = []
-    if args.all:
-        headers = []
-        for sid in session_dirs(store):
-            try:
-                headers.append((sid, read_header(store.root / SESSIONS / sid, sid)))
-            except Exception as exc:  # one damaged session never hides the others
-                print(f"{PROG}: warning: {exc}", file=sys.stderr)
-        headers.sort(key=lambda h: (str(h[1].get("created_at") or ""), h[0]), reverse=True)
-        for sid, header in headers[:limit]:
-            messages = store.load_all_messages(sid)
-            rows.append(
-                {
-                    "id": sid,
-                    "agent_name": str(header.get("agent_name") or ""),
-                    "created_at": str(header.get("created_at") or ""),
-                    "message_count": len(messages),
-                    "total_tokens": sum((m.prompt_tokens or 0) + (m.completion_tokens or 0) for m in messages),
-                    "project_root": header.get("project_root"),
-                    "title": _text(header.get("title")) or _title(messages),
-                    "mode": _text(header.get("mode")),
-                }
-            )
-    else:
-        project = os.path.abspath(args.project or os.getcwd())
-        for info in store.list_sessions(min(limit, 1 << 62), project):
-            rows.append(
-                {
-                    "id": info.id,
-                    "agent_name": info.agent_name,
-                    "created_at": info.created_at,
-                    "message_count": info.message_count,
-                    "total_tokens": info.total_tokens,
-                    "project_root": info.project_root,
-                    "title": info.title or _title(store.load_all_messages(info.id)),
-                    "mode": info.mode,
-                }
-            )
+    project = None if args.all else os.path.abspath(args.project or os.getcwd())
+    overviews = store.session_overviews(project)  # from the index: no log is read
+    if args.sort == "created":
+        overviews.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+    if args.limit:
+        overviews = overviews[: args.limit]
+    rows = [
+        {"id": r.id, "agent_name": r.agent_name, "created_at": r.created_at, "last_activity": r.last_activity,
+         "message_count": r.message_count, "archived_count": r.archived_count, "total_tokens": r.total_tokens,
+         "project_root": r.project_root, "title": r.title or r.first_user_message, "mode": r.mode}
+        for r in overviews
+    ]  # fmt: skip
     if args.json:
         print_json(rows)
         return 0
+    from .cli_pager import paged
     from .cli_render import first_line, render_table, short_time
 
     if not rows:
@@ -163,52 +159,81 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(f"no sessions {where}", file=sys.stderr)
         return 0
     table = [
-        [r["id"], r["agent_name"], short_time(r["created_at"]), str(r["message_count"]),
-         str(r["total_tokens"]), first_line(r["title"])]
-        for r in rows
+        [r.id, r.agent_name, short_time(r.created_at), short_time(r.last_activity), str(r.message_count),
+         str(r.total_tokens), first_line(r.title or r.first_user_message)]
+        for r in overviews
     ]  # fmt: skip
-    columns = ["ID", "AGENT", "CREATED", "MESSAGES", "TOKENS", "TITLE"]
-    render_table(columns, table, sys.stdout, style_for_stdout(), numeric={3, 4})
+    columns = ["ID", "AGENT", "CREATED", "LAST ACTIVE", "MESSAGES", "TOKENS", "TITLE"]
+    with paged(args):
+        render_table(columns, table, sys.stdout, style_for_stdout(), numeric={4, 5})
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .layout import MESSAGES, SESSIONS
-
     store = open_store(args)
     sid = resolve(store, args.session)
+    if args.follow and args.json:
+        raise UsageError("--follow prints as it goes; it does not go with --json")
     if args.raw:
-        import orjson
-
-        data = (store.root / SESSIONS / sid / MESSAGES).read_bytes()
-        out = sys.stdout.buffer
-        for line in data.splitlines(keepends=True):
-            if not args.all:
-                try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    record = None
-                if isinstance(record, dict) and record.get("compacted_at") is not None:
-                    continue
-            out.write(line if line.endswith(b"\n") else line + b"\n")
-        out.flush()
-        return 0
-    messages = store.load_all_messages(sid)
-    if not args.all:
-        messages = [m for m in messages if m.compacted_at is None]
+        return _show_raw(store, sid, args.all)
+    every = store.load_all_messages(sid)
+    messages = every if args.all else [m for m in every if m.compacted_at is None]
     if args.json:
         from dataclasses import asdict
 
         print_json([{**asdict(m), "role": m.role.value} for m in messages])
         return 0
-    from .cli_render import render_messages
+    from .cli_pager import paged
 
-    hidden = sum(1 for m in store.load_all_messages(sid) if m.compacted_at is not None)
+    hidden = len(every) - len(messages)
+    if args.markdown:
+        from .cli_markdown import render_markdown
+
+        overview = store.session_overview(sid)
+        if overview is None:
+            raise KodaFilesError(f"session {sid}: metadata.json cannot be read (see 'koda-files check')")
+        with paged(args):
+            render_markdown(overview, messages, sys.stdout, hidden)
+        return 0
+    from .cli_render import plural, render_messages
+
     style = style_for_stdout()
-    if hidden and not args.all:
-        print(style(f"({hidden} archived messages not shown; --all shows them)", "dim"))
-    render_messages(messages, sys.stdout, style)
+    with paged(args) if not args.follow else _no_pager():
+        if hidden:
+            print(style(f"({plural(hidden, 'archived message')} not shown; --all shows them)", "dim"))
+        render_messages(messages, sys.stdout, style, args.full)
+    if not args.follow:
+        return 0
+    from .cli_follow import follow
+
+    sys.stdout.flush()
+    return follow(store, sid, every, args.all, style, args.full)
+
+
+def _show_raw(store: FileStore, sid: str, show_all: bool) -> int:
+    """The lines of messages.jsonl as stored (archived ones only with --all)."""
+    import orjson
+
+    from .layout import MESSAGES, SESSIONS
+
+    data = (store.root / SESSIONS / sid / MESSAGES).read_bytes()
+    out = sys.stdout.buffer
+    for line in data.splitlines(keepends=True):
+        if not show_all:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                record = None
+            if isinstance(record, dict) and record.get("compacted_at") is not None:
+                continue
+        out.write(line if line.endswith(b"\n") else line + b"\n")
+    out.flush()
     return 0
+
+
+@contextmanager
+def _no_pager() -> Iterator[None]:
+    yield
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -238,7 +263,8 @@ def cmd_todo(args: argparse.Namespace) -> int:
     if args.edit:
         _edit_todo(store, sid)
     elif args.set is not None:
-        store.set_todo(sid, args.set)
+        # A text file ends in a newline (git warns otherwise); --set-file keeps its bytes as they are.
+        store.set_todo(sid, args.set if args.set.endswith("\n") or not args.set else args.set + "\n")
     elif args.set_file is not None:
         text = sys.stdin.read() if args.set_file == "-" else _read_text(args.set_file)
         store.set_todo(sid, text)
@@ -262,7 +288,6 @@ def _edit_todo(store: FileStore, sid: str) -> None:
     import shlex
     import subprocess
 
-    from .errors import KodaFilesError
     from .layout import SESSIONS, TODO
 
     editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
@@ -284,15 +309,20 @@ def cmd_compact(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"session_id": sid, "archived": archived})
     else:
-        print(f"archived {archived} messages of {sid}" if archived else "nothing to compact")
+        from .cli_render import plural
+
+        print(f"archived {plural(archived, 'message')} of {sid}" if archived else "nothing to compact")
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     store = open_store(args)
     sid = resolve(store, args.session)
-    count = len(store.load_all_messages(sid))
-    if not confirm(f"delete session {sid} ({count} messages)?", args.yes):
+    from .cli_render import plural
+
+    overview = store.session_overview(sid)
+    count = plural(overview.message_count if overview else 0, "message")
+    if not confirm(f"delete session {sid} ({count})?", args.yes):
         print("not deleted", file=sys.stderr)
         return 1
     deleted = store.delete_session(sid)
@@ -304,19 +334,16 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from .cli_render import format_bytes
+    from .cli_render import format_bytes, plural
 
     store = open_store(args)
-    ids = session_dirs(store)
-    messages = archived = 0
-    for sid in ids:
-        for m in store.load_all_messages(sid):
-            messages += 1
-            archived += m.compacted_at is not None
-    size = _disk_bytes(str(store.root))
+    rows = store.session_overviews()  # counts from the index
+    messages = sum(r.message_count for r in rows)
+    archived = sum(r.archived_count for r in rows)
+    size = store.disk_usage()  # only the store's own files: not a .git or .venv beside them
     c = store.compacted_stats()
     data = {
-        "root": str(store.root), "sessions": len(ids), "messages": messages, "archived_messages": archived,
+        "root": str(store.root), "sessions": len(rows), "messages": messages, "archived_messages": archived,
         "bytes_on_disk": size,
         "compacted": {"message_count": c.message_count, "session_count": c.session_count,
                       "size_bytes": c.size_bytes, "oldest": c.oldest},
@@ -325,23 +352,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     print(f"root            {store.root}")
-    print(f"sessions        {len(ids)}")
+    print(f"sessions        {len(rows)}")
     print(f"messages        {messages} ({archived} archived)")
     print(f"on disk         {format_bytes(size)}")
-    print(f"compacted       {c.message_count} messages in {c.session_count} sessions, "
+    print(f"compacted       {plural(c.message_count, 'message')} in {plural(c.session_count, 'session')}, "
           f"{format_bytes(c.size_bytes)} of text, oldest {c.oldest or '-'}")  # fmt: skip
     return 0
-
-
-def _disk_bytes(root: str) -> int:
-    total = 0
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                continue
-    return total
 
 
 def print_json(value: Any) -> None:
@@ -353,7 +369,7 @@ def print_json(value: Any) -> None:
 def style_for_stdout() -> Any:
     from .cli_render import Style, wants_colour
 
-    return Style(wants_colour(sys.stdout))
+    return Style(wants_colour(sys.stdout, _colour_mode))
 
 
 # ── entry point ──
@@ -362,8 +378,11 @@ def style_for_stdout() -> Any:
 def main(argv: list[str] | None = None) -> int:
     from .cli_args import build_parser
 
+    global _colour_mode
+
     parser = build_parser(_Parser)
     args = parser.parse_args(argv)
+    _colour_mode = args.color
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
@@ -378,13 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # The reader went away (`koda-files show X | head`): stop quietly.
+        # The reader went away (`koda-files show X | head`): it had all it wanted; stop quietly
+        # (and keep the interpreter's last flush from complaining about the closed pipe).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 0
     except Exception as exc:
-        from .errors import KodaFilesError
-
         if args.debug:
             raise
         if isinstance(exc, (KodaFilesError, ValueError, OSError, LookupError, TypeError)):

@@ -18,7 +18,7 @@ __all__ = ["cmd_check", "cmd_export", "cmd_import", "cmd_purge"]
 def cmd_purge(args: argparse.Namespace) -> int:
     from datetime import datetime, timedelta, timezone
 
-    from .cli_render import Progress, format_bytes
+    from .cli_render import Progress, format_bytes, plural
     from .layout import parse_time
 
     store = open_store(args)
@@ -41,7 +41,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
             sessions.append(sid)
         progress(done, len(ids))
     progress.done()
-    summary = f"{count} archived messages ({format_bytes(size)}) in {len(sessions)} sessions"
+    summary = f"{plural(count, 'archived message')} ({format_bytes(size)}) in {plural(len(sessions), 'session')}"
     data: dict[str, Any] = {"older_than_days": args.older_than, "messages": count, "bytes": size,
                             "sessions": sessions, "dry_run": args.dry_run, "deleted": None}  # fmt: skip
     if args.dry_run or count == 0:
@@ -52,21 +52,21 @@ def cmd_purge(args: argparse.Namespace) -> int:
         return 0
     if not args.json:
         print(f"to delete: {summary}")
-    if not confirm(f"delete {count} archived messages for good?", args.yes):
+    if not confirm(f"delete {plural(count, 'archived message')} for good?", args.yes):
         print("nothing deleted", file=sys.stderr)
         return 1
     data["deleted"] = store.purge_compacted(args.older_than)
     if args.json:
         print_json(data)
     else:
-        print(f"deleted {data['deleted']} archived messages")
+        print(f"deleted {plural(data['deleted'], 'archived message')}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from .cli_render import Progress
+    from .cli_render import Progress, plural
 
     store = open_store(args)
     progress = Progress("checking")
@@ -84,15 +84,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             mark = style("repaired", "green") if p.repaired else style("problem", "red")
             print(f"{mark}  {p.kind:<13} {where}" + (f"  {p.detail}" if p.detail else ""))
         verdict = style("ok", "green") if report.ok else style("problems found", "red")
-        print(f"checked {report.sessions} sessions: {verdict}")
+        print(f"checked {plural(report.sessions, 'session')}: {verdict}")
     return 0 if report.ok else 1
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from .cli_render import Progress
+    from .cli_render import Progress, plural
     from .kodadb import default_koda_db, import_sqlite
 
-    store = open_store(args)
+    store = open_store(args, existing=False)  # importing into a new directory makes the store
     db = args.db or str(default_koda_db())
     progress = Progress("importing sessions")
     try:
@@ -105,12 +105,12 @@ def cmd_import(args: argparse.Namespace) -> int:
                "failed": [{"session_id": s, "reason": why} for s, why in r.failed],
                "messages": r.messages, "metadata": r.metadata, "todos": r.todos})  # fmt: skip
     else:
-        print(f"imported {len(r.imported)} sessions ({r.messages} messages, {r.todos} todos, "
-              f"{r.metadata} metadata keys) from {r.db_path}")  # fmt: skip
+        print(f"imported {plural(len(r.imported), 'session')} ({plural(r.messages, 'message')}, "
+              f"{plural(r.todos, 'todo')}, {plural(r.metadata, 'metadata key')}) from {r.db_path}")  # fmt: skip
         if r.replaced:
-            print(f"replaced {len(r.replaced)} sessions already present")
+            print(f"replaced {plural(len(r.replaced), 'session')} already present")
         if r.skipped:
-            print(f"skipped {len(r.skipped)} sessions already present (--replace overwrites them)")
+            print(f"skipped {plural(len(r.skipped), 'session')} already present (--replace overwrites them)")
         for sid in r.renumbered:
             print(f"renumbered {sid}: its koda message ids were already used in this store")
         for sid, why in r.failed:
@@ -119,7 +119,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .cli_render import Progress
+    from .cli_render import Progress, plural
     from .kodadb import export_sqlite
 
     store = open_store(args)
@@ -132,7 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print_json({"db": r.db_path, "sessions": r.sessions, "messages": r.messages, "metadata": r.metadata,
                "todos": r.todos, "failed": [{"session_id": s, "reason": why} for s, why in r.failed]})  # fmt: skip
     else:
-        print(f"exported {r.sessions} sessions ({r.messages} messages, {r.todos} todos) to {r.db_path}")
+        print(f"exported {plural(r.sessions, 'session')} ({plural(r.messages, 'message')}, {plural(r.todos, 'todo')}, "
+              f"{plural(r.metadata, 'metadata key')}) to {r.db_path}")  # fmt: skip
         for sid, why in r.failed:
             print(f"{PROG}: not exported: {sid}: {why}", file=sys.stderr)
     return 0 if not r.failed else 1

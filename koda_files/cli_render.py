@@ -21,6 +21,7 @@ __all__ = [
     "dump_json",
     "first_line",
     "format_bytes",
+    "plural",
     "render_messages",
     "render_table",
     "short_time",
@@ -30,8 +31,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _TOOL_LINES = 6
 
 
-def wants_colour(stream: TextIO) -> bool:
-    """Colour only on a terminal, and never when NO_COLOR is set to anything but ""."""
+def wants_colour(stream: TextIO, when: str = "auto") -> bool:
+    """`always`/`never` as told; `auto`: only on a terminal, never when NO_COLOR is set (non-empty)."""
+    if when != "auto":
+        return when == "always"
     if os.environ.get("NO_COLOR"):
         return False
     try:
@@ -74,9 +77,9 @@ ROLE_STYLE = {
 
 
 def dump_json(value: Any, out: TextIO) -> None:
-    import json
+    import orjson
 
-    out.write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+    out.write(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
 def visible(text: str) -> str:
@@ -98,6 +101,11 @@ def short_time(stamp: str | None) -> str:
     return stamp[:16].replace("T", " ")
 
 
+def plural(n: int, word: str, many: str = "") -> str:
+    """`1 session`, `2 sessions`; `many` for words that do not just take an s."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def format_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -110,14 +118,15 @@ def format_bytes(n: int) -> str:
 def render_table(
     headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO, style: Style, numeric: set[int]
 ) -> None:
-    """Aligned columns; the last column is cut to the terminal width."""
+    """Aligned columns; on a terminal the last column is cut to its width (a pipe gets it whole)."""
     widths = [len(h) for h in headers]
     for row in rows:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
-    total = shutil.get_terminal_size((120, 24)).columns
-    used = sum(widths[:-1]) + 2 * (len(headers) - 1)
-    widths[-1] = max(10, min(widths[-1], total - used))
+    if out.isatty():
+        total = shutil.get_terminal_size((120, 24)).columns
+        used = sum(widths[:-1]) + 2 * (len(headers) - 1)
+        widths[-1] = max(10, min(widths[-1], total - used))
 
     def line(cells: Sequence[str]) -> str:
         parts = []
@@ -171,21 +180,29 @@ def _is_hint(m: Message) -> bool:
     return m.role is Role.ASSISTANT and m.tool_calls is None and "compacted" in (m.content or "").lower()
 
 
-def render_messages(messages: Sequence[Message], out: TextIO, style: Style) -> None:
-    """The conversation as a person reads it: a header per message, tool traffic kept short."""
+def compaction_labels(messages: Sequence[Message]) -> list[str | None]:
+    """Per message: "summary" for an active compaction summary, "note" for the hint after one, else None."""
+    labels: list[str | None] = [None] * len(messages)
     for i, m in enumerate(messages):
         after = messages[i + 1] if i + 1 < len(messages) else None
-        label = m.role.value
-        notes: list[str] = []
         if m.role is Role.SYSTEM and after is not None and _is_hint(after) and after.compacted_at is None:
-            label = "summary"
-            notes.append("compaction summary")
+            labels[i] = "summary"
         elif _is_hint(m) and i > 0 and messages[i - 1].role is Role.SYSTEM:
-            notes.append("compaction note")
+            labels[i] = "note"
+    return labels
+
+
+def render_messages(messages: Sequence[Message], out: TextIO, style: Style, full: bool = False) -> None:
+    """The conversation as a person reads it: a header per message, tool output cut unless `full`."""
+    for m, mark in zip(messages, compaction_labels(messages), strict=True):
+        label = "summary" if mark == "summary" else m.role.value
+        notes: list[str] = []
+        if mark is not None:
+            notes.append(f"compaction {mark}")
         if m.agent_name:
             notes.append(f"agent {m.agent_name}")
         if m.prompt_tokens is not None or m.completion_tokens is not None:
-            notes.append(f"{(m.prompt_tokens or 0) + (m.completion_tokens or 0)} tokens")
+            notes.append(plural((m.prompt_tokens or 0) + (m.completion_tokens or 0), "token"))
         if m.role is Role.TOOL and m.tool_call_id:
             notes.append(f"result of {m.tool_call_id}")
         archived = m.compacted_at is not None
@@ -197,9 +214,9 @@ def render_messages(messages: Sequence[Message], out: TextIO, style: Style) -> N
         out.write(head + "\n")
         body_style = ("dim",) if archived else ()
         lines = visible(m.content or "").split("\n") if m.content else []
-        if m.role is Role.TOOL and len(lines) > _TOOL_LINES:
+        if m.role is Role.TOOL and not full and len(lines) > _TOOL_LINES:
             hidden = len(lines) - _TOOL_LINES
-            lines = [*lines[:_TOOL_LINES], style(f"… {hidden} more lines", "dim")]
+            lines = [*lines[:_TOOL_LINES], style(f"… {plural(hidden, 'more line')} (--full shows them)", "dim")]
         for line in lines:
             out.write("  " + style(line, *body_style) + "\n")
         if m.tool_calls is not None:

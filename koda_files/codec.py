@@ -22,6 +22,7 @@ __all__ = [
     "Completion",
     "LineError",
     "add_field",
+    "apply_note",
     "check_int",
     "check_text",
     "decode_entry",
@@ -29,9 +30,10 @@ __all__ = [
     "encode_completion",
     "encode_new",
     "encode_record",
+    "encode_thinking",
     "field_suffix",
-    "mark_completed",
-    "with_completion",
+    "fold_fields",
+    "note_fields",
     "with_id",
 ]
 
@@ -57,6 +59,8 @@ _TEXT_FIELDS = (
     "created_at",
     "compacted_at",
     "completed_at",
+    "full_content",
+    "thinking_content",
 )
 
 
@@ -95,11 +99,14 @@ def encode_record(
     usage: TokenUsage | None,
     agent_name: str | None,
     created_at: str,
+    full_content: str | None = None,
 ) -> bytes:
     """One `\\n`-terminated line; null fields are left out. Inputs must already be validated."""
     record: dict[str, Any] = {"id": msg_id, "role": role.value}
     if content is not None:
         record["content"] = content
+    if full_content is not None:
+        record["full_content"] = full_content
     if tool_calls is not None:
         record["tool_calls"] = tool_calls
     if tool_call_id is not None:
@@ -138,19 +145,25 @@ def encode_new(
     usage: TokenUsage | None,
     agent_name: str | None,
     created_at: str,
+    full_content: str | None = None,
 ) -> bytes:
     """Validate and encode a message before its id is known; `with_id` sets the id later.
 
     Encoding outside the session lock keeps the lock short; every check happens here, so a
     bad value raises before anything is locked or written.
     """
-    texts = (("content", content), ("tool_calls", tool_calls), ("tool_call_id", tool_call_id))
+    texts = (
+        ("content", content),
+        ("tool_calls", tool_calls),
+        ("tool_call_id", tool_call_id),
+        ("full_content", full_content),
+    )
     for name, value in (*texts, ("agent_name", agent_name)):
         if value is not None and type(value) is not str:
             check_text(name, value)  # raises TypeError naming the argument (or accepts a str subclass)
     check_usage(usage)
     try:
-        return encode_record(0, role, content, tool_calls, tool_call_id, usage, agent_name, created_at)
+        return encode_record(0, role, content, tool_calls, tool_call_id, usage, agent_name, created_at, full_content)
     except orjson.JSONEncodeError:
         # orjson refuses lone surrogates; say which argument had one.
         for name, value in (*texts, ("agent_name", agent_name)):
@@ -178,19 +191,49 @@ _KNOWN = frozenset(_MESSAGE_FIELDS)
 
 
 class Completion(NamedTuple):
-    """An annotation line `{"id": 7, "completed_at": "..."}` (no `role`): message 7 is complete.
+    """An annotation line (no `role`) about an earlier message: `{"id": 7, "completed_at": "..."}`
+    (message 7 is complete) or `{"id": 7, "thinking_content": "..."}` (its reasoning).
 
-    Appended by `mark_message_complete` so message lines stay immutable and appends stay cheap;
-    readers apply it to the earlier message with that id (the first completion wins).
+    Appended by `mark_message_complete` and `update_message_thinking_content` so message lines
+    stay immutable and appends stay cheap; readers apply it to the earlier message with that id
+    (the first completion wins, the last thinking text wins).
     """
 
     id: int
-    completed_at: str
+    completed_at: str | None
+    thinking_content: str | None = None
 
 
 def encode_completion(msg_id: int, completed_at: str) -> bytes:
     """The `\\n`-terminated annotation line marking message `msg_id` complete."""
     return orjson.dumps({"id": msg_id, "completed_at": completed_at}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_thinking(msg_id: int, thinking_content: str) -> bytes:
+    """The `\\n`-terminated annotation line setting the thinking text of message `msg_id`."""
+    return orjson.dumps({"id": msg_id, "thinking_content": thinking_content}, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def note_fields(note: Completion, message: Message) -> dict[str, str]:
+    """The fields `note` changes on `message`: an unset `completed_at`, any new thinking text."""
+    fields = {}
+    if note.completed_at is not None and message.completed_at is None:
+        fields["completed_at"] = note.completed_at
+    if note.thinking_content is not None and note.thinking_content != message.thinking_content:
+        fields["thinking_content"] = note.thinking_content
+    return fields
+
+
+def apply_note(message: Message, note: Completion) -> Message | None:
+    """`message` with the annotation applied (see `Completion`); None when it changes nothing."""
+    fields = note_fields(note, message)
+    if not fields:
+        return None
+    values = dict(message.__dict__)
+    values.update(fields)
+    patched = object.__new__(Message)
+    object.__setattr__(patched, "__dict__", values)
+    return patched
 
 
 def decode_line(line: bytes, session_id: str) -> Message:
@@ -222,8 +265,9 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
         raise LineError("missing 'id'")
     role = _ROLES.get(record.get("role"))  # type: ignore[arg-type]
     if role is None:
-        if "role" not in record and type(record.get("completed_at")) is str:
-            return Completion(record["id"], record["completed_at"])
+        done, thinking = record.get("completed_at"), record.get("thinking_content")
+        if "role" not in record and (type(done) is str or type(thinking) is str):
+            return Completion(record["id"], done, thinking)
         raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
     values = _BLANK.copy()
     if record.keys() <= _KNOWN:
@@ -237,15 +281,6 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
     message = object.__new__(Message)
     object.__setattr__(message, "__dict__", values)
     return message
-
-
-def with_completion(message: Message, completed_at: str) -> Message:
-    """`dataclasses.replace(message, completed_at=...)`, at the cost of a dict copy."""
-    values = dict(message.__dict__)
-    values["completed_at"] = completed_at
-    patched = object.__new__(Message)
-    object.__setattr__(patched, "__dict__", values)
-    return patched
 
 
 def field_suffix(name: str, value: str) -> bytes:
@@ -265,6 +300,16 @@ def add_field(line: bytes, suffix: bytes) -> bytes:
     return body[:-1] + suffix
 
 
-def mark_completed(line: bytes, completed_at: str) -> bytes:
-    """Add `completed_at` to an encoded message (a rewrite folding an annotation into it)."""
-    return add_field(line, field_suffix("completed_at", completed_at))
+def fold_fields(line: bytes, fields: dict[str, str]) -> bytes:
+    """Set string fields of an encoded message (a rewrite folding annotations into its line).
+
+    New keys are spliced on, every other byte copied; a key the line has already is replaced
+    by re-encoding the line, so no older value stays behind as a duplicate key.
+    """
+    if any(b'"' + name.encode() + b'"' in line for name in fields):
+        record = orjson.loads(line)
+        record.update(fields)
+        return orjson.dumps(record)
+    for name, value in fields.items():
+        line = add_field(line, field_suffix(name, value))
+    return line

@@ -42,6 +42,7 @@ __all__ = [
     "unlink",
     "write_all",
     "write_at",
+    "write_temp",
 ]
 
 DIR_MODE = 0o700
@@ -142,13 +143,12 @@ def _create_exclusive(path: Path) -> int:
     return fd
 
 
-def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
-    """Replace `path` by `chunks`: temp file in the same directory, fsync, rename, fsync the dir.
+def write_temp(target: Path, chunks: Iterable[bytes], *, durable: bool = True) -> Path:
+    """Write `chunks` to a new dot-file beside `target` (synced if `durable`) and return its path.
 
-    A reader sees the old file or the new one, never a mix; on any error the temp file is removed
-    and `path` is unchanged.
+    Nothing is renamed; on any error the temp file is removed.
     """
-    tmp = path.parent / temp_name(path.name)
+    tmp = target.parent / temp_name(target.name)
     fd = _create_exclusive(tmp)
     try:
         try:
@@ -167,6 +167,21 @@ def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -
                 sync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
+    """Replace `path` by `chunks`: temp file in the same directory, fsync, rename, fsync the dir.
+
+    A reader sees the old file or the new one, never a mix; on any error the temp file is removed
+    and `path` is unchanged.
+    """
+    tmp = write_temp(path, chunks, durable=durable)
+    try:
         rename(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -34,7 +34,8 @@ __all__ = ["LogSummary", "SessionIndex"]
 log = logging.getLogger("koda_files")
 
 INDEX_FILE = ".index"
-_VERSION = 1
+_VERSION = 2
+_FIRST_USER_CHARS = 200
 Key = list[int]
 
 
@@ -47,6 +48,7 @@ class LogSummary:
     archived: int = 0
     archived_bytes: int = 0
     oldest_archived: str | None = None
+    first_user: str = ""  # the first line of the first user message with content (at most 200 chars)
 
 
 def _key(st: os.stat_result) -> Key:
@@ -62,15 +64,18 @@ def summarize(path: Path, session_id: str) -> LogSummary:
     """Read one log and count it."""
     count = tokens = archived = size = 0
     oldest: str | None = None
+    first_user = ""
     for m in iter_messages(path, session_id):
         count += 1
+        if not first_user and m.role.value == "user" and m.content and m.content.strip():
+            first_user = m.content.strip().split("\n", 1)[0][:_FIRST_USER_CHARS]
         tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
         if m.compacted_at is not None:
             archived += 1
             size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
             if oldest is None or m.compacted_at < oldest:
                 oldest = m.compacted_at
-    return LogSummary(count, tokens, archived, size, oldest)
+    return LogSummary(count, tokens, archived, size, oldest, first_user)
 
 
 class SessionIndex:
@@ -178,7 +183,12 @@ class SessionIndex:
             return False
 
     def save(self, live: list[str]) -> None:
-        """Write the index if it changed, keeping only `live` sessions; errors are ignored."""
+        """Write the index if it changed, keeping only `live` sessions; errors are ignored.
+
+        Never written where there is no `sessions/` directory: a read leaves a non-store as it was.
+        """
+        if not os.path.isdir(self._sessions):
+            return
         with self._lock:
             alive = set(live)
             for table in (self._headers, self._logs):

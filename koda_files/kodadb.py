@@ -75,7 +75,9 @@ SCHEMA = (
     "thinking_tokens INTEGER, "
     "agent_name TEXT, "
     "compacted_at TEXT, "
-    "completed_at TEXT)",
+    "completed_at TEXT, "
+    "full_content TEXT, "
+    "thinking_content TEXT)",
     "CREATE TABLE session_metadata ("
     "session_id TEXT NOT NULL, "
     "key TEXT NOT NULL, "

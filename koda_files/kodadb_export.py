@@ -16,10 +16,11 @@ from typing import Any
 from .errors import KodaFilesError
 from .fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
 from .kodadb import SCHEMA, TODO_KEY, ExportReport, Progress, as_text, to_koda_time
+from .kodadb_extra import EXTRA_SCHEMA, export_events, export_extras, export_kv
 from .layout import SESSIONS
 from .session import read_header
 from .store import FileStore
-from .types import Message
+from .types import Message, SessionEvent
 
 __all__ = ["run_export"]
 
@@ -64,10 +65,12 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
     create_empty(tmp)  # private (0600), like the store
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # as koda opens it; only before any table
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN")
-        for statement in SCHEMA:
+        for statement in (*SCHEMA, *EXTRA_SCHEMA):
             conn.execute(statement)
+        events: list[SessionEvent] = []
         ids = _store_session_ids(store)
         n_sessions = n_messages = n_meta = n_todos = 0
         failed: list[tuple[str, str]] = []
@@ -97,8 +100,9 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
                 conn.executemany(
                     "INSERT INTO messages (id, session_id, role, content, tool_calls, tool_call_id,"
                     " prompt_tokens, completion_tokens, created_at, cache_read_tokens,"
-                    " cache_creation_tokens, thinking_tokens, agent_name, compacted_at, completed_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " cache_creation_tokens, thinking_tokens, agent_name, compacted_at, completed_at,"
+                    " full_content, thinking_content)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (_message_row(m) for m in messages),
                 )
             except sqlite3.IntegrityError as exc:
@@ -112,12 +116,15 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
                 "INSERT INTO session_metadata (session_id, key, value) VALUES (?, ?, ?)",
                 ((sid, k, v) for k, v in rows),
             )
+            events += export_extras(conn, store, sid, header)
             n_sessions += 1
             n_messages += len(messages)
-            n_meta += len(rows)
+            n_meta += len(rows) - (todo is not None)  # the todo is counted as a todo, as import does
             n_todos += todo is not None
             if progress is not None:
                 progress(done, len(ids))
+        export_events(conn, events)
+        export_kv(conn, store)
         conn.execute("COMMIT")
     finally:
         conn.close()  # the last connection checkpoints and removes the -wal file
@@ -147,4 +154,6 @@ def _message_row(m: Message) -> tuple[Any, ...]:
         m.agent_name,
         to_koda_time(m.compacted_at),
         to_koda_time(m.completed_at),
+        m.full_content,
+        m.thinking_content,
     )

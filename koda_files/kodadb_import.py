@@ -32,6 +32,7 @@ from .kodadb import (
     as_text,
     from_koda_time,
 )
+from .kodadb_extra import import_kv, session_extras
 from .layout import LOCK_NAME, MESSAGES, METADATA, SESSIONS, TODO, parse_time, validate_session_id
 from .locking import FileMutex
 from .session import encode_header
@@ -55,6 +56,8 @@ _MESSAGE_COLUMNS = (
     "created_at",
     "compacted_at",
     "completed_at",
+    "full_content",
+    "thinking_content",
 )
 
 
@@ -82,10 +85,24 @@ def _open_read_only(db_path: Path) -> sqlite3.Connection:
     if not db_path.is_file():
         raise FileNotFoundError(2, "no such database", str(db_path))
     uri = "file:" + quote(str(db_path.resolve())) + "?mode=ro"
+    if _wal_without_log(db_path):
+        # A read-only connection to a WAL database creates `-wal` and `-shm` beside it and cannot
+        # remove them. With no `-wal` there, no connection has the database open, and every
+        # committed row is in the main file: read it as an immutable file, creating nothing.
+        # (A writer that opens it meanwhile writes to a new `-wal`, not to the main file.)
+        uri += "&immutable=1"
     conn = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None)
     # Text koda wrote is UTF-8; a damaged value must not stop the import of everything else.
     conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
     return conn
+
+
+def _wal_without_log(db_path: Path) -> bool:
+    """A database in WAL mode (header bytes 18-19 are 2) with no `-wal` file beside it."""
+    with open(db_path, "rb") as f:
+        header = f.read(20)
+    wal = len(header) == 20 and header[18] == 2 and header[19] == 2
+    return wal and not os.path.exists(f"{db_path}-wal")
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -184,7 +201,8 @@ def _import(
         todo = meta.pop(TODO_KEY, None)
         header = _header(plan.row, sid, meta, records)
         store._ensure_root()
-        _write_session(store, sid, header, records, todo, plan.replace)
+        extra = session_extras(conn, sid, header)
+        _write_session(store, sid, header, records, todo, plan.replace, extra)
         last_access = _last_access(plan.row, records)
         if last_access is not None:
             store.set_session_last_accessed(sid, last_access)
@@ -198,6 +216,7 @@ def _import(
         n_todos += todo is not None
         if progress is not None:
             progress(done, len(plans))
+    import_kv(conn, store, replace)
     return ImportReport(
         db_name,
         tuple(imported),
@@ -218,7 +237,7 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     if role not in ROLES:
         raise ValueError(f"message {values['id']}: unknown role {role!r}")
     record: dict[str, Any] = {"id": values["id"], "role": role}
-    for key in ("content", "tool_calls", "tool_call_id"):
+    for key in ("content", "full_content", "tool_calls", "tool_call_id"):
         text = as_text(values[key])
         if text is not None:
             record[key] = text
@@ -233,6 +252,9 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
         when = from_koda_time(as_text(values[key]))
         if when is not None:
             record[key] = when
+    thinking = as_text(values["thinking_content"])
+    if thinking is not None:
+        record["thinking_content"] = thinking
     return record
 
 
@@ -320,6 +342,7 @@ def _write_session(
     records: list[dict[str, Any]],
     todo: str | None,
     replace: bool,
+    extra: dict[str, bytes] | None = None,
 ) -> None:
     """Build the session in a dot-directory, then rename it into place (replacing under its lock)."""
     sessions_dir = store.root / SESSIONS
@@ -334,6 +357,8 @@ def _write_session(
         atomic_write(staging / MESSAGES, _lines(records))
         if todo is not None:
             atomic_write(staging / TODO, [todo.encode("utf-8")])
+        for name, data in (extra or {}).items():
+            atomic_write(staging / name, [data])
         if replace and _is_dir(final):
             mutex = FileMutex(final / LOCK_NAME)
             graveyard = sessions_dir / f".deleted-{sid}-{secrets.token_hex(4)}"

@@ -25,6 +25,7 @@ __all__ = [
     "SESSION_ID_PATTERN",
     "TODO",
     "default_root",
+    "is_store",
     "new_session_id",
     "parse_time",
     "utc_now",
@@ -56,6 +57,32 @@ def default_root() -> Path:
     if env:
         return Path(env)
     return Path(platformdirs.user_data_dir("koda"))
+
+
+def is_store(root: Path) -> bool:
+    """A koda-files store: a directory holding the layout marker or a `sessions/` directory."""
+    return (root / LAYOUT_FILE).is_file() or (root / SESSIONS).is_dir()
+
+
+def check_new_root(root: Path) -> None:
+    """Refuse to make a store in a directory holding anything but dot-files, unless it is one already.
+
+    A missing or empty directory, and the platform's data dir for koda, may always become a store.
+    """
+    from .errors import KodaFilesError
+
+    try:
+        names = os.listdir(root)
+    except (FileNotFoundError, NotADirectoryError):
+        return  # missing: makedirs creates it (or reports the file in the way)
+    if is_store(root) or all(n.startswith(".") for n in names):
+        return
+    if root == Path(platformdirs.user_data_dir("koda")):
+        return
+    raise KodaFilesError(
+        f"not a koda-files store: {root} (a non-empty directory without {LAYOUT_FILE} or {SESSIONS}/; "
+        "give an empty or new directory)"
+    )
 
 
 _stamp: tuple[int, str] = (-1, "")

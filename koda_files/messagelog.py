@@ -21,7 +21,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .codec import Completion, LineError, decode_entry, with_completion
+from .codec import Completion, LineError, apply_note, decode_entry, note_fields
 from .errors import KodaFilesError
 from .fileops import open_read
 from .types import Message
@@ -40,7 +40,7 @@ _MAX_REREADS = 100
 OTHER = 0  # blank, or not a message: kept verbatim
 ACTIVE = 1
 ARCHIVED = 2
-NOTE = 3  # a completion annotation of an earlier message: a rewrite folds it into that line
+NOTE = 3  # an annotation of an earlier message: a rewrite folds it into that line
 
 # After our own append the file's mtime is not asked for (a stat per insert costs more than it
 # saves): `mtime_ns` then holds minus the wall time of the append, and the first read takes any
@@ -99,8 +99,8 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
     """The complete messages of a file, last first, reading only as far back as the caller goes.
 
     With `marker`, lines without those bytes are skipped undecoded (a cheap pre-filter).
-    Completion annotations come after their message, so they are met first and applied to it
-    (with a marker, only those that contain it).
+    Annotations come after their message, so they are met first and applied to it (with a
+    marker, only those that contain it).
     """
     try:
         fd = open_read(path)
@@ -110,7 +110,7 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
         # An unterminated last line is read too: a message if it decodes, skipped if not.
         carry = b""
         pos = os.fstat(fd).st_size
-        completions: dict[int, str] = {}
+        notes: dict[int, Completion] = {}  # id -> what its annotations set
         # Start small (the answer is usually in the last few lines, whatever the file's size)
         # and double, so a long walk back still takes few reads.
         step = _FIRST_BACK_CHUNK
@@ -131,9 +131,17 @@ def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generato
                     except LineError:
                         continue
                     if type(entry) is Completion:
-                        completions[entry.id] = entry.completed_at  # met last to first: the earliest wins
-                    elif completions and entry.id in completions and entry.completed_at is None:
-                        yield with_completion(entry, completions.pop(entry.id))
+                        # Met last to first: the earliest completion wins, the latest thinking text.
+                        known = notes.get(entry.id)
+                        if known is not None:
+                            entry = Completion(
+                                entry.id,
+                                entry.completed_at or known.completed_at,
+                                known.thinking_content or entry.thinking_content,
+                            )
+                        notes[entry.id] = entry
+                    elif notes and entry.id in notes:
+                        yield apply_note(entry, notes.pop(entry.id)) or entry  # type: ignore[misc,arg-type]
                     else:
                         yield entry  # type: ignore[misc]
     finally:
@@ -151,11 +159,11 @@ class MessageLog:
     bad: list[BadLine] = field(default_factory=list)
     kinds: bytearray = field(default_factory=bytearray)  # one of OTHER/ACTIVE/ARCHIVED/NOTE per line
     largest_id: int = 0
-    # Completion annotations: where each message is, to patch it when its annotation comes.
+    # Annotations: where each message is, to patch it when its annotation comes.
     where: dict[int, int] = field(default_factory=dict)  # id -> index in `messages` (the latest)
     lines_of: list[int] = field(default_factory=list)  # line index (in `kinds`) of each message
     active_at: list[int] = field(default_factory=list)  # index in `active` of each message, or -1
-    noted: dict[int, str] = field(default_factory=dict)  # line index -> completed_at from a NOTE
+    noted: dict[int, dict[str, str]] = field(default_factory=dict)  # line index -> fields set by NOTEs
     patched: list[int] = field(default_factory=list)  # indices in `active` replaced, in order
     # Identity and extent of what `messages` reflects.
     ino: int = -1
@@ -316,18 +324,19 @@ class MessageLog:
             self.kinds.append(ARCHIVED)
 
     def _complete(self, note: Completion) -> None:
-        """Apply an annotation to the earlier message with its id; the first completion wins."""
+        """Apply an annotation to the earlier message with its id (see `Completion`)."""
         index = self.where.get(note.id)
         if index is None:
             self.kinds.append(OTHER)  # no such message before it: kept on disk, changes nothing
             return
         self.kinds.append(NOTE)
         message = self.messages[index]
-        if message.completed_at is not None:
+        fields = note_fields(note, message)
+        patched = apply_note(message, note)
+        if patched is None:
             return
-        patched = with_completion(message, note.completed_at)
         self.messages[index] = patched
-        self.noted[self.lines_of[index]] = note.completed_at
+        self.noted.setdefault(self.lines_of[index], {}).update(fields)
         active_index = self.active_at[index]
         if active_index >= 0:
             self.active[active_index] = patched
@@ -365,8 +374,9 @@ class MessageLog:
         if not (mtime_ns == self.mtime_ns or 0 < mtime_ns <= -self.mtime_ns + _COARSE_CLOCK_NS):
             self.clear()
             return
-        self.line_count += 1
-        self._own.append((self.line_count, line[:-1]))
+        for piece in line[:-1].split(b"\n"):  # a batch of lines is one write too
+            self.line_count += 1
+            self._own.append((self.line_count, piece))
         self.offset = start + len(line)
         self.guard = (self.guard + line)[-_GUARD:]
         self.mtime_ns = -time.time_ns()

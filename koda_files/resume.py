@@ -12,15 +12,16 @@ import contextlib
 import os
 import stat
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .codec import check_int, check_text, encode_completion
+from .codec import check_int, check_text, encode_completion, encode_thinking
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import set_mtime, touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
 from .root import StoreRoot
 from .scan import backwards, logs_by_mtime
-from .types import Interruption, Role
+from .types import Interruption, Message, Role
 
 __all__ = ["ResumeState"]
 
@@ -126,17 +127,32 @@ class ResumeState(StoreRoot):
         """
         check_int("message_id", message_id)
         stamp = utc_now()
+        self._annotate(message_id, lambda m: None if m.completed_at else encode_completion(message_id, stamp))
+
+    def update_message_thinking_content(self, message_id: int, thinking_content: str) -> None:
+        """Set the model's reasoning behind message `message_id` (`Message.thinking_content`).
+
+        Like `mark_message_complete`: an annotation line is appended (the last one wins); the
+        same text again changes nothing; an id found in no session raises `KodaFilesError`.
+        """
+        check_int("message_id", message_id)
+        check_text("thinking_content", thinking_content, optional=False)
+        line = encode_thinking(message_id, thinking_content)
+        self._annotate(message_id, lambda m: None if m.thinking_content == thinking_content else line)
+
+    def _annotate(self, message_id: int, line_for: Callable[[Message], bytes | None]) -> None:
+        """Append `line_for(message)` (None: nothing) to the log holding message `message_id`."""
         tried: set[str] = set()
         for sid in self._likely_sessions(message_id):
             if sid not in tried:
                 tried.add(sid)
-                if self._complete_in(sid, message_id, stamp):
+                if self._complete_in(sid, message_id, line_for):
                     return
         untried = [sid for sid in self._session_ids() if sid not in tried]
         for _, sid in logs_by_mtime(self._sessions_dir, untried):
             with contextlib.closing(backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
                 found = any(m.id == message_id for m in newest_first)
-            if found and self._complete_in(sid, message_id, stamp):
+            if found and self._complete_in(sid, message_id, line_for):
                 return
         raise KodaFilesError(f"message {message_id}: no such message in any session under {self._sessions_dir}")
 
@@ -150,8 +166,8 @@ class ResumeState(StoreRoot):
             out += [sid for sid, h in self._handles.items() if h.log.exists and message_id in h.log.where]
         return out
 
-    def _complete_in(self, session_id: str, message_id: int, stamp: str) -> bool:
-        """Mark the message complete if this session holds it (checked under its lock)."""
+    def _complete_in(self, session_id: str, message_id: int, line_for: Callable[[Message], bytes | None]) -> bool:
+        """Annotate the message if this session holds it (checked under its lock)."""
         with self._session(session_id) as s:
             try:
                 with s.locked():
@@ -164,8 +180,9 @@ class ResumeState(StoreRoot):
                             found = next((m for m in newest_first if m.id == message_id), None)
                     if found is None:
                         return False
-                    if found.completed_at is None:
-                        s.append_line(encode_completion(message_id, stamp))
+                    line = line_for(found)
+                    if line is not None:
+                        s.append_line(line)
                     return True
             except SessionNotFoundError:
                 return False  # deleted meanwhile
@@ -180,4 +197,3 @@ class ResumeState(StoreRoot):
         if last.role is Role.TOOL:
             return Interruption("tool")
         return None
-

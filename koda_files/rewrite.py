@@ -4,9 +4,9 @@ Both stream the file twice under the session lock (classify, then write a temp f
 renamed over the original), so memory stays flat whatever the file size, and a crash leaves
 either the old file or the new one. Lines that are not messages are copied as they are.
 
-Completion annotations (`{"id": 7, "completed_at": ...}`): compaction folds each into its
-message's line (the line gains `completed_at`, the annotation line goes); purge drops the
-annotations of the messages it drops and keeps the others as they are.
+Annotations (`{"id": 7, "completed_at": ...}`, `{"id": 7, "thinking_content": ...}`): compaction
+folds each into its message's line (the line gains the field, the annotation line goes); purge
+drops the annotations of the messages it drops and keeps the others as they are.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from .codec import (
     Completion,
     LineError,
     add_field,
+    apply_note,
     decode_entry,
     decode_line,
     encode_record,
     field_suffix,
-    mark_completed,
+    fold_fields,
+    note_fields,
 )
 from .errors import KodaFilesError
 from .fileops import atomic_write, set_mtime
@@ -43,7 +45,8 @@ COMPACTION_HINT = (
 
 _DROP = 4  # a fifth kind, for purge
 
-_DONE_MARK = b'"completed_at"'  # every completion annotation has it ...
+_DONE_MARK = b'"completed_at"'  # every annotation has it ...
+_THINK_MARK = b'"thinking_content"'  # ... or this ...
 _ROLE_MARK = b'"role"'  # ... and no message line lacks this
 
 
@@ -54,16 +57,16 @@ def _stat(s: SessionDir) -> os.stat_result:
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
 
 
-def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, str]]:
-    """One byte per line saying what it is, the largest id seen, and the completions to fold.
+def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, dict[str, str]]]:
+    """One byte per line saying what it is, the largest id seen, and the annotations to fold.
 
-    The last are by line index of the message: annotations that complete a message not yet
-    complete (the first wins), as `MessageLog` applies them.
+    The last are by line index of the message: the fields annotations change on it, as
+    `MessageLog` applies them.
     """
     kinds = bytearray()
     largest = 0
-    where: dict[int, tuple[int, bool]] = {}  # id -> (line index, complete)
-    folds: dict[int, str] = {}
+    where: dict[int, tuple[int, Message]] = {}  # id -> (line index, message as annotated so far)
+    folds: dict[int, dict[str, str]] = {}
     for _, line in s.iter_lines():
         try:
             m = decode_entry(line, s.id) if line.strip() else None
@@ -78,18 +81,21 @@ def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, str]]:
                 kinds.append(OTHER)
                 continue
             kinds.append(NOTE)
-            if not target[1]:
-                folds[target[0]] = m.completed_at
-                where[m.id] = (target[0], True)
+            fields = note_fields(m, target[1])
+            if fields:
+                folds.setdefault(target[0], {}).update(fields)
+                where[m.id] = (target[0], apply_note(target[1], m) or target[1])
             continue
         assert type(m) is Message
-        where[m.id] = (len(kinds), m.completed_at is not None)
+        where[m.id] = (len(kinds), m)
         largest = max(largest, m.id)
         kinds.append(ACTIVE if m.compacted_at is None else ARCHIVED)
     return kinds, largest, folds
 
 
-def _classify_for_compaction(s: SessionDir) -> tuple[bytearray, int, dict[int, str], os.stat_result]:
+def _classify_for_compaction(
+    s: SessionDir,
+) -> tuple[bytearray, int, dict[int, dict[str, str]], os.stat_result]:
     # A session in use has its log parsed already: its line kinds are free. A cold one is
     # streamed instead of parsed into memory, so a huge session compacts in flat memory.
     before = _stat(s)
@@ -137,7 +143,7 @@ def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable
             if kind == NOTE:
                 continue  # folded into its message's line
             if folds and index in folds:
-                line = mark_completed(line, folds[index])
+                line = fold_fields(line, folds[index])
             if kind == ACTIVE:
                 seen += 1
                 if seen <= to_archive:
@@ -173,7 +179,7 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
     dropped_ids: set[int] = set()
     for _, line in s.iter_lines():
         if ARCHIVED_MARK not in line:
-            if _DONE_MARK in line and _ROLE_MARK not in line:
+            if (_DONE_MARK in line or _THINK_MARK in line) and _ROLE_MARK not in line:
                 with contextlib.suppress(LineError):
                     note = decode_entry(line, s.id)
                     if type(note) is Completion:

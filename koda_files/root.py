@@ -24,7 +24,15 @@ from .errors import KodaFilesError
 from .fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
 from .ids import IdAllocator
 from .index import SessionIndex
-from .layout import LAYOUT_FILE, LAYOUT_VERSION, SESSION_ID_PATTERN, SESSIONS, default_root, validate_session_id
+from .layout import (
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    SESSION_ID_PATTERN,
+    SESSIONS,
+    check_new_root,
+    default_root,
+    validate_session_id,
+)
 from .locking import FileMutex
 from .protocol import StrPath
 from .scan import largest_id
@@ -112,6 +120,7 @@ class StoreRoot:
         """Create the root, `sessions/` and the layout marker on first write; check the version."""
         if self._root_ready:
             return
+        check_new_root(self.root)
         durable = self.durability == "fsync"
         make_dirs(self.root, durable=durable)
         marker = self.root / LAYOUT_FILE
@@ -138,9 +147,12 @@ class StoreRoot:
     @staticmethod
     def _check_layout(marker: Path, raw: bytes) -> None:
         try:
-            version = orjson.loads(raw).get("layout")
+            marker_data = orjson.loads(raw)
+            kind, version = marker_data.get("format"), marker_data.get("layout")
         except (orjson.JSONDecodeError, AttributeError):
             raise KodaFilesError(f"{marker} does not parse; expected a koda-files layout marker") from None
+        if kind != "koda-files":
+            raise KodaFilesError(f"{marker}: a marker of another format ({kind!r}), not a koda-files store")
         if not isinstance(version, int) or version > LAYOUT_VERSION:
             raise KodaFilesError(
                 f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"

@@ -220,6 +220,18 @@ class SessionDir:
 
         return self._append(build)
 
+    def append_many(self, records: list[bytes], take: Callable[[int, int], int]) -> int:
+        """Append records from `encode_new` as one write, with consecutive ids; returns the first.
+
+        `take(at_least, count)` reserves the ids. Same rules as `append`: all lines or none.
+        """
+
+        def build(last_id: int) -> tuple[bytes, int]:
+            first = take(last_id + 1, len(records))
+            return b"".join(with_id(r, first + i) for i, r in enumerate(records)), first + len(records) - 1
+
+        return self._append(build) - len(records) + 1
+
     def append_line(self, line: bytes) -> None:
         """Append a whole `\\n`-terminated line that is not a new message (a completion annotation).
 

@@ -13,13 +13,17 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .browse import Browsing
 from .check import CheckReport, check_store
 from .codec import check_text, encode_new
 from .errors import KodaFilesError
+from .events import EventsMixin
 from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
+from .fork import ForkMixin
+from .kv import KeyValueMixin
 from .layout import MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
 from .protocol import RoleLike, StrPath
-from .resume import ResumeState
+from .redact import RedactMixin
 from .rewrite import compact_lines, purge_lines
 from .root import check_limit
 from .sanitize import has_tool_calls
@@ -36,7 +40,7 @@ _TODO_KEY = "todo"
 _PURGE_THREADS = 8
 
 
-class FileStore(ResumeState):
+class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     """Sessions as directories of plain files under `root`.
 
     `root` defaults to `$KODA_FILES_DIR`, else the platform user data dir for "koda".
@@ -125,9 +129,7 @@ class FileStore(ResumeState):
         usage: TokenUsage | None = None,
     ) -> int:
         """Append a message for the main agent; returns its id."""
-        return self.insert_message_with_agent(
-            session_id, role, content, tool_calls, tool_call_id, usage, None
-        )
+        return self.insert_message_with_agent(session_id, role, content, tool_calls, tool_call_id, usage, None)
 
     def insert_message_with_agent(
         self,

@@ -10,6 +10,7 @@ __all__ = [
     "Interruption",
     "Message",
     "Role",
+    "SessionEvent",
     "SessionInfo",
     "SessionUsage",
     "TokenUsage",
@@ -61,6 +62,8 @@ class Message:
     created_at: str | None = None
     compacted_at: str | None = None
     completed_at: str | None = None  # set by `mark_message_complete`; None: in progress or interrupted
+    full_content: str | None = None  # a tool result's whole output when `content` shows it cut short
+    thinking_content: str | None = None  # the model's reasoning (`update_message_thinking_content`)
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,19 @@ class Interruption:
 
     kind: str
     preview: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """One row of a session's event log (`insert_session_event`), in insertion order.
+
+    `parent_tool_call_id` links an event a sub-agent emitted to the tool call that started it;
+    None for the session's own events.
+    """
+
+    id: int
+    session_id: str
+    kind: str
+    payload: str
+    parent_tool_call_id: str | None = None
+    created_at: str | None = None

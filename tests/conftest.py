@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 import pytest
+from _cli import cli, sessions  # noqa: F401  (fixtures of the command-line tests)
 
 from koda_files import AsyncFileStore, FileStore
 

@@ -22,7 +22,7 @@ NEW_SCHEMA = {
     "messages": [
         "id", "session_id", "role", "content", "tool_calls", "tool_call_id", "prompt_tokens",
         "completion_tokens", "created_at", "cache_read_tokens", "cache_creation_tokens",
-        "thinking_tokens", "agent_name", "compacted_at", "completed_at",
+        "thinking_tokens", "agent_name", "compacted_at", "completed_at", "full_content", "thinking_content",
     ],
     "session_metadata": ["session_id", "key", "value", "updated_at"],
 }  # fmt: skip
@@ -112,7 +112,7 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
     db = tmp_path / "koda.db"
     exported = export_sqlite(src, db)
     assert (exported.sessions, exported.messages, exported.todos) == (3, 12, 1)
-    assert exported.metadata == 3  # model, branch and the todo row
+    assert exported.metadata == 2 and exported.todos == 1  # model and branch; the todo counts as a todo
 
     dst = FileStore(tmp_path / "dst")
     report = import_sqlite(db, dst)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec import Completion, LineError, decode_entry, with_completion
+from .completion import counts_as_mark
 from .errors import KodaFilesError
 from .fileops import open_read
 from .types import Message
@@ -158,6 +159,7 @@ class MessageLog:
     active_at: list[int] = field(default_factory=list)  # index in `active` of each message, or -1
     noted: dict[int, str] = field(default_factory=dict)  # line index -> completed_at from a NOTE
     patched: list[int] = field(default_factory=list)  # indices in `active` replaced, in order
+    marked: int = 0  # messages with `completed_at` that count as marks (the session then tracks completion)
     # Identity and extent of what `messages` reflects.
     ino: int = -1
     dev: int = -1
@@ -232,6 +234,7 @@ class MessageLog:
         self.active_at = []
         self.noted = {}
         self.patched = []
+        self.marked = 0
         self._own = []
         self.ino = self.dev = -1
         self.offset = 0
@@ -289,6 +292,8 @@ class MessageLog:
         self.messages.append(message)  # type: ignore[arg-type]
         if message.id > self.largest_id:
             self.largest_id = message.id
+        if message.completed_at is not None and counts_as_mark(message.role, message.content):  # type: ignore[union-attr]
+            self.marked += 1
         if message.compacted_at is None:  # type: ignore[union-attr]
             self.active_at.append(len(self.active))
             self.active.append(message)  # type: ignore[arg-type]
@@ -309,6 +314,7 @@ class MessageLog:
             return
         patched = with_completion(message, note.completed_at)
         self.messages[index] = patched
+        self.marked += counts_as_mark(message.role, message.content)
         self.noted[self.lines_of[index]] = note.completed_at
         active_index = self.active_at[index]
         if active_index >= 0:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .codec import check_int, check_text, encode_completion
+from .completion import note_root_tracks
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
@@ -27,6 +28,8 @@ __all__ = ["ResumeState"]
 
 class ResumeState(StoreRoot):
     """Per-session state koda reads back on resume."""
+
+    _tracking_noted = False  # this store has recorded the root's `.tracks-completion`
 
     def _get_header_text(self, session_id: str, name: str) -> str | None:
         with self._session(session_id) as s:
@@ -131,14 +134,22 @@ class ResumeState(StoreRoot):
             if sid not in tried:
                 tried.add(sid)
                 if self._complete_in(sid, message_id, stamp):
+                    self._note_tracking()
                     return
         untried = [sid for sid in self._session_ids() if sid not in tried]
         for _, sid in logs_by_mtime(self._sessions_dir, untried):
             with contextlib.closing(backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
                 found = any(m.id == message_id for m in newest_first)
             if found and self._complete_in(sid, message_id, stamp):
+                self._note_tracking()
                 return
         raise KodaFilesError(f"message {message_id}: no such message in any session under {self._sessions_dir}")
+
+    def _note_tracking(self) -> None:
+        """The root has seen a completion mark: sessions created from now on track completion."""
+        if not self._tracking_noted:
+            note_root_tracks(self.root)
+            self._tracking_noted = True
 
     def _likely_sessions(self, message_id: int) -> list[str]:
         """Sessions known in memory to hold `message_id`: the last insert, then parsed logs."""
@@ -171,8 +182,14 @@ class ResumeState(StoreRoot):
                 return False  # deleted meanwhile
 
     def detect_interruption(self, session_id: str) -> Interruption | None:
-        """How the session was left: an unanswered prompt, an unanswered tool result, or None."""
-        last = self._newest(session_id, lambda m: m if m.compacted_at is None else None)
+        """How the context the model would get ends: an unanswered prompt, tool results, or None.
+
+        Judged on `load_context`'s answer (without recording an access), skipping system
+        messages as koda does: a dropped call or an interrupted reply leaves the prompt unanswered.
+        """
+        with self._session(session_id) as s:
+            context = s.load_context(access=False)
+        last = next((m for m in reversed(context) if m.role is not Role.SYSTEM), None)
         if last is None:
             return None
         if last.role is Role.USER:

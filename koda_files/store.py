@@ -15,6 +15,7 @@ from typing import Any
 
 from .check import CheckReport, check_store
 from .codec import check_text, encode_new
+from .completion import HEADER_KEY, root_tracks
 from .errors import KodaFilesError
 from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
 from .layout import MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
@@ -47,19 +48,24 @@ class FileStore(ResumeState):
     # ── sessions ──
 
     def create_session(self, agent_name: str, project_root: StrPath) -> str:
-        """Create a session directory atomically (it appears whole or not at all); returns its id."""
+        """Create a session directory atomically (it appears whole or not at all); returns its id.
+
+        Once the root has seen a completion mark, the session is created tracking completion.
+        """
         check_text("agent_name", agent_name, optional=False)
         root_text = os.path.abspath(os.fspath(project_root))
         check_text("project_root", root_text, optional=False)
         self._ensure_root()
         session_id = new_session_id()
-        header = {
+        header: dict[str, Any] = {
             "agent_name": agent_name,
             "created_at": utc_now(),
             "id": session_id,
             "metadata": {},
             "project_root": root_text,
         }
+        if root_tracks(self.root):
+            header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
         staging = self._sessions_dir / f".new-{session_id}"
         make_dir(staging)
         try:

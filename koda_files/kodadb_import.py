@@ -255,22 +255,33 @@ def _nth_in_second(created: str | None, rank: int) -> str | None:
     return f"{when[:-8]}.{rank:06d}Z"
 
 
-def _is_compaction(records: list[dict[str, Any]], i: int, archived: bool) -> bool:
-    """Records `i` and `i + 1` are a compaction's summary and hint (consecutive ids).
+def _compaction_span(records: list[dict[str, Any]], i: int, archived: bool) -> int:
+    """2 if records `i`, `i + 1` are a compaction's summary and hint (consecutive ids), 1 if record
+    `i` is a hint whose summary is gone (archived by a later compaction, then purged), else 0.
 
     The hint is this store's or koda's current one, or (in a session that still has archived
     messages) any assistant text saying "compacted", as older koda versions wrote it.
     """
-    s, h = records[i], records[i + 1]
-    content = h.get("content") or ""
-    known = content == COMPACTION_HINT or content.startswith(_KODA_HINT)
-    return (
-        s["role"] == "system"
-        and h["role"] == "assistant"
-        and h["id"] == s["id"] + 1
-        and "tool_calls" not in h
-        and (known or (archived and "compacted" in content.lower()))
-    )
+
+    def is_hint(h: dict[str, Any]) -> bool:
+        content = h.get("content") or ""
+        known = content == COMPACTION_HINT or content.startswith(_KODA_HINT)
+        return (
+            h["role"] == "assistant"
+            and "tool_calls" not in h
+            and (known or (archived and "compacted" in content.lower()))
+        )
+
+    s = records[i]
+    if (
+        i + 1 < len(records)
+        and s["role"] == "system"
+        and records[i + 1]["id"] == s["id"] + 1
+        and is_hint(records[i + 1])
+    ):
+        return 2
+    content = s.get("content") or ""
+    return 1 if is_hint(s) and (content == COMPACTION_HINT or content.startswith(_KODA_HINT)) else 0
 
 
 def _file_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -286,13 +297,14 @@ def _file_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     archived = any("compacted_at" in r for r in records)
     i = 0
     while i < len(records):
-        if i + 1 < len(records) and _is_compaction(records, i, archived):
+        span = _compaction_span(records, i, archived)
+        if span:
             at = str(records[i].get("created_at") or "")
             first = next(
                 (k for k, r in enumerate(out) if "compacted_at" not in r or str(r["compacted_at"]) > at), len(out)
             )
-            out[first:first] = records[i : i + 2]
-            i += 2
+            out[first:first] = records[i : i + span]
+            i += span
         else:
             out.append(records[i])
             i += 1

@@ -19,6 +19,7 @@ from .completion import note_root_tracks
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
+from .protocol import StrPath
 from .root import StoreRoot
 from .scan import backwards, logs_by_mtime
 from .types import Interruption, Role
@@ -30,6 +31,14 @@ class ResumeState(StoreRoot):
     """Per-session state koda reads back on resume."""
 
     _tracking_noted = False  # this store has recorded the root's `.tracks-completion`
+
+    def __init__(
+        self, root: StrPath | None = None, *, durability: str = "flush", tracks_completion: bool = False
+    ) -> None:
+        """`tracks_completion=True`: this caller marks every finished assistant message, so every
+        session it creates tracks completion from its first turn (see `completion`)."""
+        super().__init__(root, durability=durability)
+        self.tracks_completion = tracks_completion
 
     def _get_header_text(self, session_id: str, name: str) -> str | None:
         with self._session(session_id) as s:

@@ -50,7 +50,8 @@ class FileStore(ResumeState):
     def create_session(self, agent_name: str, project_root: StrPath) -> str:
         """Create a session directory atomically (it appears whole or not at all); returns its id.
 
-        Once the root has seen a completion mark, the session is created tracking completion.
+        Once the root has seen a completion mark (or with `tracks_completion=True`), the session
+        is created tracking completion.
         """
         check_text("agent_name", agent_name, optional=False)
         root_text = os.path.abspath(os.fspath(project_root))
@@ -64,7 +65,9 @@ class FileStore(ResumeState):
             "metadata": {},
             "project_root": root_text,
         }
-        if root_tracks(self.root):
+        if self.tracks_completion:
+            self._note_tracking()
+        if self.tracks_completion or root_tracks(self.root):
             header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
         staging = self._sessions_dir / f".new-{session_id}"
         make_dir(staging)

@@ -47,7 +47,6 @@ from _helpers import (
 )
 
 import koda_files
-from koda_files.rewrite import COMPACTION_HINT
 from koda_files import (
     AsyncFileStore,
     AsyncPersistence,
@@ -63,6 +62,7 @@ from koda_files import (
     SessionUsage,
     TokenUsage,
 )
+from koda_files.rewrite import COMPACTION_HINT
 
 # ==============================================================================================
 # Public API

@@ -114,8 +114,9 @@ def _classify_for_compaction(s: SessionDir) -> tuple[_Scan, os.stat_result]:
             if log.matches(before):
                 scan = _Scan()
                 scan.kinds, scan.largest, scan.folds = bytearray(log.kinds), log.largest_id, dict(log.noted)
-                owners = CallOwners()
-                scan.owners = [owners.feed(m.role, m.tool_calls, m.tool_call_id) for m in log.active]
+                # the context cache has the owners already (it is current after a load_context)
+                s.context.update(log.active, log.generation, log.patched, s.tracks_completion())
+                scan.owners = s.context.owners()
                 return scan, before
     return _classify(s), before
 

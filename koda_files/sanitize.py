@@ -141,6 +141,10 @@ class ContextCache:
                 self._out_index.append(index)
         return list(self._out)
 
+    def owners(self) -> list[int]:
+        """Per message of the list last passed to `update`: the index of its owner, or -1."""
+        return list(self._owner)
+
     def _apply_patches(self, active: Sequence[Message], patched: Sequence[int], earliest: int) -> int:
         """Swap in completed copies; under tracking a completed assistant message is judged again."""
         for index in patched[self._patches :]:

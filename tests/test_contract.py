@@ -246,7 +246,9 @@ def test_insert_message_optional_parameters_default_to_none(cls: Any) -> None:
 @pytest.mark.parametrize("cls", [FileStore, AsyncFileStore], ids=lambda c: c.__name__)
 def test_constructor_signature(cls: type) -> None:
     params = inspect.signature(cls).parameters
-    assert list(params) == ["root", "durability"]
+    assert list(params) == ["root", "durability", "tracks_completion"]
+    assert params["tracks_completion"].default is False
+    assert params["tracks_completion"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["root"].default is None
     assert params["root"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert params["durability"].default == "flush"

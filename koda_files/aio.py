@@ -15,8 +15,10 @@ __all__ = ["AsyncFileStore"]
 class AsyncFileStore:
     """`AsyncPersistence` over a `FileStore`; file I/O never blocks the event loop."""
 
-    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
-        self.sync = FileStore(root, durability=durability)
+    def __init__(
+        self, root: StrPath | None = None, *, durability: str = "flush", tracks_completion: bool = False
+    ) -> None:
+        self.sync = FileStore(root, durability=durability, tracks_completion=tracks_completion)
 
     @property
     def root(self) -> object:

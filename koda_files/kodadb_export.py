@@ -71,15 +71,18 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
         for statement in (*SCHEMA, *EXTRA_SCHEMA):
             conn.execute(statement)
         events: list[SessionEvent] = []
-        ids = _store_session_ids(store)
         n_sessions = n_messages = n_meta = n_todos = 0
         failed: list[tuple[str, str]] = []
-        for done, sid in enumerate(ids, 1):
+        headers: dict[str, dict[str, Any]] = {}
+        for sid in _store_session_ids(store):
             try:
-                header = read_header(store.root / SESSIONS / sid, sid)
+                headers[sid] = read_header(store.root / SESSIONS / sid, sid)
             except KodaFilesError as exc:
                 failed.append((sid, str(exc)))
-                continue
+        # koda orders sessions created in the same second by rowid: insert them in creation order.
+        ids = sorted(headers, key=lambda sid: (str(headers[sid].get("created_at") or ""), sid))
+        for done, sid in enumerate(ids, 1):
+            header = headers[sid]
             messages = store.load_all_messages(sid)
             meta = header.get("metadata") or {}
             todo = store.get_todo(sid)

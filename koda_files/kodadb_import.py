@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .completion import COMPACTION_HINT
 from .errors import KodaFilesError
 from .fileops import atomic_write, create_empty, fsync_dir, make_dir, remove_tree, rename
 from .kodadb import (
@@ -133,7 +134,11 @@ def _import(
     s_cols = _columns(conn, "sessions")
     m_cols = _columns(conn, "messages")
     has_meta = "session_metadata" in tables
-    rows = conn.execute(f"SELECT {_select(_SESSION_COLUMNS, s_cols)} FROM sessions ORDER BY created_at, id").fetchall()
+    # koda orders sessions created in the same second by rowid (its ids are random UUIDv4s).
+    rows = conn.execute(
+        f"SELECT {_select(_SESSION_COLUMNS, s_cols)} FROM sessions ORDER BY created_at, rowid"
+    ).fetchall()
+    same_second: dict[object, int] = {}
 
     sessions_dir = store.root / SESSIONS
     skipped: list[str] = []
@@ -141,6 +146,9 @@ def _import(
     plans: list[_Plan] = []
     for row in rows:
         values = dict(zip(_SESSION_COLUMNS, row, strict=True))
+        rank = same_second.get(values["created_at"], 0)
+        same_second[values["created_at"]] = rank + 1
+        values["created_at"] = _nth_in_second(as_text(values["created_at"]), rank)
         sid = as_text(values["id"]) or ""
         try:
             validate_session_id(sid)
@@ -187,7 +195,7 @@ def _import(
                     k, v = as_text(key), as_text(value)
                     if k is not None and v is not None:
                         meta[k] = v
-            records = _summary_first([_record(row) for row in message_rows])
+            records = _file_order([_record(row) for row in message_rows])
             keep_ids = sid in keepable and (
                 plan.lo >= reserved_from or _reusable(store, plan, message_rows, reserved_from)
             )
@@ -258,36 +266,74 @@ def _record(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
-def _summary_first(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Put the active compaction summary and its hint before the tail that compaction preserved.
+def _nth_in_second(created: str | None, rank: int) -> str | None:
+    """koda's creation time in this store's form; the `rank`-th session of its second gets `rank` µs.
 
-    koda's SQL appends the summary (a system message) and the continuation hint (an assistant
-    message saying the context was compacted) after the preserved messages, so by id they come
-    last; this store keeps them before the preserved tail, as koda's docstring says. Every active
-    message with a smaller id than the summary was kept by that compaction, so the pair moves to
-    just before the first of them. A session that was never compacted is left in id order.
+    Sessions list by creation time: ties within koda's whole second keep koda's (rowid) order.
     """
-    if not any("compacted_at" in r for r in records):
-        return records
-    pair = -1
-    for i in range(len(records) - 1):
-        s, h = records[i], records[i + 1]
-        if (
-            s["role"] == "system"
-            and h["role"] == "assistant"
-            and "compacted_at" not in s
-            and "compacted_at" not in h
+    when = from_koda_time(created)
+    if when is None or rank == 0 or not when.endswith(".000000Z"):
+        return when
+    return f"{when[:-8]}.{rank:06d}Z"
+
+
+def _compaction_span(records: list[dict[str, Any]], i: int, archived: bool) -> int:
+    """2 if records `i`, `i + 1` are a compaction's summary and hint (consecutive ids), 1 if record
+    `i` is a hint whose summary is gone (archived by a later compaction, then purged), else 0.
+
+    The hint is this store's or koda's current one, or (in a session that still has archived
+    messages) any assistant text saying "compacted", as older koda versions wrote it.
+    """
+
+    def is_hint(h: dict[str, Any]) -> bool:
+        content = h.get("content") or ""
+        known = content == COMPACTION_HINT or content.startswith(_KODA_HINT)
+        return (
+            h["role"] == "assistant"
             and "tool_calls" not in h
-            and "compacted" in (h.get("content") or "").lower()
-        ):
-            pair = i
-    if pair < 0:
-        return records
-    first_active = next(i for i, r in enumerate(records) if "compacted_at" not in r)
-    if first_active >= pair:
-        return records
-    head, tail, summary = records[:first_active], records[first_active:pair], records[pair : pair + 2]
-    return head + summary + tail + records[pair + 2 :]
+            and (known or (archived and "compacted" in content.lower()))
+        )
+
+    s = records[i]
+    if (
+        i + 1 < len(records)
+        and s["role"] == "system"
+        and records[i + 1]["id"] == s["id"] + 1
+        and is_hint(records[i + 1])
+    ):
+        return 2
+    content = s.get("content") or ""
+    return 1 if is_hint(s) and (content == COMPACTION_HINT or content.startswith(_KODA_HINT)) else 0
+
+
+def _file_order(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in id order (koda's) to this store's order: each compaction's pair before its tail.
+
+    A compaction's summary and hint take the next ids, so by id they follow the messages it
+    preserved; this store keeps them before those. Preserved are the earlier messages that were
+    not archived by then: no `compacted_at`, or one later than the summary's `created_at`
+    (whole seconds: two compactions within one second may be told apart wrongly). This holds
+    with or without archived messages left (after a purge), and for every compaction in turn.
+    """
+    out: list[dict[str, Any]] = []
+    archived = any("compacted_at" in r for r in records)
+    i = 0
+    while i < len(records):
+        span = _compaction_span(records, i, archived)
+        if span:
+            at = str(records[i].get("created_at") or "")
+            first = next(
+                (k for k, r in enumerate(out) if "compacted_at" not in r or str(r["compacted_at"]) > at), len(out)
+            )
+            out[first:first] = records[i : i + span]
+            i += span
+        else:
+            out.append(records[i])
+            i += 1
+    return out
+
+
+_KODA_HINT = "Your context was compacted."  # how koda's continuation hint begins
 
 
 def _reusable(store: FileStore, plan: _Plan, rows: list[tuple[Any, ...]], reserved_from: int) -> bool:

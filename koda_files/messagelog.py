@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .codec import Completion, LineError, apply_note, decode_entry, note_fields
+from .completion import counts_as_mark
 from .errors import KodaFilesError
 from .fileops import open_read
 from .types import Message
@@ -165,6 +166,7 @@ class MessageLog:
     active_at: list[int] = field(default_factory=list)  # index in `active` of each message, or -1
     noted: dict[int, dict[str, str]] = field(default_factory=dict)  # line index -> fields set by NOTEs
     patched: list[int] = field(default_factory=list)  # indices in `active` replaced, in order
+    marked: int = 0  # messages with `completed_at` that count as marks (the session then tracks completion)
     # Identity and extent of what `messages` reflects.
     ino: int = -1
     dev: int = -1
@@ -240,6 +242,7 @@ class MessageLog:
         self.active_at = []
         self.noted = {}
         self.patched = []
+        self.marked = 0
         self._own = []
         self.ino = self.dev = -1
         self.offset = 0
@@ -315,6 +318,8 @@ class MessageLog:
         self.messages.append(message)  # type: ignore[arg-type]
         if message.id > self.largest_id:
             self.largest_id = message.id
+        if message.completed_at is not None and counts_as_mark(message.role, message.content):  # type: ignore[union-attr]
+            self.marked += 1
         if message.compacted_at is None:  # type: ignore[union-attr]
             self.active_at.append(len(self.active))
             self.active.append(message)  # type: ignore[arg-type]
@@ -336,6 +341,8 @@ class MessageLog:
         if patched is None:
             return
         self.messages[index] = patched
+        if "completed_at" in fields and message.completed_at is None:
+            self.marked += counts_as_mark(message.role, message.content)
         self.noted.setdefault(self.lines_of[index], {}).update(fields)
         active_index = self.active_at[index]
         if active_index >= 0:

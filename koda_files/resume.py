@@ -16,9 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from .codec import check_int, check_text, encode_completion, encode_thinking
+from .completion import note_root_tracks
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import set_mtime, touch
 from .layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
+from .protocol import StrPath
 from .root import StoreRoot
 from .scan import backwards, logs_by_mtime
 from .types import Interruption, Message, Role
@@ -28,6 +30,16 @@ __all__ = ["ResumeState"]
 
 class ResumeState(StoreRoot):
     """Per-session state koda reads back on resume."""
+
+    _tracking_noted = False  # this store has recorded the root's `.tracks-completion`
+
+    def __init__(
+        self, root: StrPath | None = None, *, durability: str = "flush", tracks_completion: bool = False
+    ) -> None:
+        """`tracks_completion=True`: this caller marks every finished assistant message, so every
+        session it creates tracks completion from its first turn (see `completion`)."""
+        super().__init__(root, durability=durability)
+        self.tracks_completion = tracks_completion
 
     def _get_header_text(self, session_id: str, name: str) -> str | None:
         with self._session(session_id) as s:
@@ -128,6 +140,7 @@ class ResumeState(StoreRoot):
         check_int("message_id", message_id)
         stamp = utc_now()
         self._annotate(message_id, lambda m: None if m.completed_at else encode_completion(message_id, stamp))
+        self._note_tracking()
 
     def update_message_thinking_content(self, message_id: int, thinking_content: str) -> None:
         """Set the model's reasoning behind message `message_id` (`Message.thinking_content`).
@@ -155,6 +168,12 @@ class ResumeState(StoreRoot):
             if found and self._complete_in(sid, message_id, line_for):
                 return
         raise KodaFilesError(f"message {message_id}: no such message in any session under {self._sessions_dir}")
+
+    def _note_tracking(self) -> None:
+        """The root has seen a completion mark: sessions created from now on track completion."""
+        if not self._tracking_noted:
+            note_root_tracks(self.root)
+            self._tracking_noted = True
 
     def _likely_sessions(self, message_id: int) -> list[str]:
         """Sessions known in memory to hold `message_id`: the last insert, then parsed logs."""
@@ -188,8 +207,14 @@ class ResumeState(StoreRoot):
                 return False  # deleted meanwhile
 
     def detect_interruption(self, session_id: str) -> Interruption | None:
-        """How the session was left: an unanswered prompt, an unanswered tool result, or None."""
-        last = self._newest(session_id, lambda m: m if m.compacted_at is None else None)
+        """How the context the model would get ends: an unanswered prompt, tool results, or None.
+
+        Judged on `load_context`'s answer (without recording an access), skipping system
+        messages as koda does: a dropped call or an interrupted reply leaves the prompt unanswered.
+        """
+        with self._session(session_id) as s:
+            context = s.load_context(access=False)
+        last = next((m for m in reversed(context) if m.role is not Role.SYSTEM), None)
         if last is None:
             return None
         if last.role is Role.USER:

@@ -29,19 +29,17 @@ from .codec import (
     fold_fields,
     note_fields,
 )
+from .completion import COMPACTION_HINT
 from .errors import KodaFilesError
 from .fileops import atomic_write, set_mtime
 from .layout import parse_time, utc_now
 from .messagelog import ACTIVE, ARCHIVED, NOTE, OTHER
+from .sanitize import CallOwners, group_start
 from .session import SessionDir
 from .types import Message, Role
 
 __all__ = ["COMPACTION_HINT", "compact_lines", "purge_lines"]
 
-COMPACTION_HINT = (
-    "[Context compacted] The earlier part of this conversation was compacted into the summary "
-    "above, which replaces it. Continue from there."
-)
 
 _DROP = 4  # a fifth kind, for purge
 
@@ -57,13 +55,25 @@ def _stat(s: SessionDir) -> os.stat_result:
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
 
 
-def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, dict[str, str]]]:
-    """One byte per line saying what it is, the largest id seen, and the annotations to fold.
+class _Scan:
+    """What compaction needs of a log: line kinds, largest id, completions to fold, call owners."""
 
-    The last are by line index of the message: the fields annotations change on it, as
-    `MessageLog` applies them.
+    def __init__(self) -> None:
+        self.kinds = bytearray()
+        self.largest = 0
+        self.folds: dict[int, dict[str, str]] = {}
+        self.owners: list[int] = []  # per active message: the index of its owner (see sanitize), or -1
+
+
+def _classify(s: SessionDir) -> _Scan:
+    """Scan the log streaming: one byte per line saying what it is, and the rest of `_Scan`.
+
+    Folds are by line index of the message: annotations that complete a message not yet
+    complete (the first wins), as `MessageLog` applies them.
     """
-    kinds = bytearray()
+    scan = _Scan()
+    kinds = scan.kinds
+    owners = CallOwners()
     largest = 0
     where: dict[int, tuple[int, Message]] = {}  # id -> (line index, message as annotated so far)
     folds: dict[int, dict[str, str]] = {}
@@ -89,13 +99,16 @@ def _classify(s: SessionDir) -> tuple[bytearray, int, dict[int, dict[str, str]]]
         assert type(m) is Message
         where[m.id] = (len(kinds), m)
         largest = max(largest, m.id)
-        kinds.append(ACTIVE if m.compacted_at is None else ARCHIVED)
-    return kinds, largest, folds
+        if m.compacted_at is None:
+            scan.owners.append(owners.feed(m.role, m.tool_calls, m.tool_call_id))
+            kinds.append(ACTIVE)
+        else:
+            kinds.append(ARCHIVED)
+    scan.largest, scan.folds = largest, folds
+    return scan
 
 
-def _classify_for_compaction(
-    s: SessionDir,
-) -> tuple[bytearray, int, dict[int, dict[str, str]], os.stat_result]:
+def _classify_for_compaction(s: SessionDir) -> tuple[_Scan, os.stat_result]:
     # A session in use has its log parsed already: its line kinds are free. A cold one is
     # streamed instead of parsed into memory, so a huge session compacts in flat memory.
     before = _stat(s)
@@ -103,9 +116,13 @@ def _classify_for_compaction(
         with s.cache_lock:
             log = s.refresh()
             if log.matches(before):
-                return bytearray(log.kinds), log.largest_id, dict(log.noted), before
-    kinds, largest, folds = _classify(s)
-    return kinds, largest, folds, before
+                scan = _Scan()
+                scan.kinds, scan.largest, scan.folds = bytearray(log.kinds), log.largest_id, dict(log.noted)
+                # the context cache has the owners already (it is current after a load_context)
+                s.context.update(log.active, log.generation, log.patched, s.tracks_completion())
+                scan.owners = s.context.owners()
+                return scan, before
+    return _classify(s), before
 
 
 def _replace(s: SessionDir, before: os.stat_result, lines: Iterator[bytes]) -> None:
@@ -120,18 +137,24 @@ def _replace(s: SessionDir, before: os.stat_result, lines: Iterator[bytes]) -> N
 
 
 def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable[[int, int], int]) -> int:
-    """Archive all active lines but the last `preserve`; summary and hint go before the kept tail."""
+    """Archive all active lines but the last `preserve`; summary and hint go before the kept tail.
+
+    A kept tail that would start inside a call group (an assistant turn and its results) keeps
+    the whole group, so fewer are archived. The hint is
+    written complete, as koda writes it (and not counted as a mark: it turns no tracking on).
+    """
     if not os.path.lexists(s.messages_path):
         return 0  # a missing log reads as no messages: nothing to archive
-    kinds, largest, folds, before = _classify_for_compaction(s)
-    to_archive = kinds.count(ACTIVE) - preserve
+    scan, before = _classify_for_compaction(s)
+    kinds, largest, folds = scan.kinds, scan.largest, scan.folds
+    to_archive = group_start(scan.owners, max(0, len(scan.owners) - preserve))
     if to_archive <= 0:
         return 0
     first_id = take_ids(largest + 1, 2)
     now = utc_now()
-    inserted = encode_record(first_id, Role.SYSTEM, summary, None, None, None, None, now) + encode_record(
-        first_id + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now
-    )
+    hint = encode_record(first_id + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now)
+    hint = fold_fields(hint[:-1], {"completed_at": now}) + b"\n"
+    inserted = encode_record(first_id, Role.SYSTEM, summary, None, None, None, None, now) + hint
 
     archived = field_suffix("compacted_at", now)  # encoded once, spliced into every archived line
 

@@ -1,12 +1,17 @@
-"""What `load_context` hands the model: koda's sanitising passes over the active messages.
+"""What `load_context` hands the model: the active messages, pruned to a well-formed conversation.
 
-koda's passes, in order:
-1. drop every message referring to a tool-call id seen on one side only (a call nobody
-   answered, or a result for a call nobody made);
-2. drop assistant messages with neither non-blank content nor tool calls;
-3. drop assistant messages without tool calls whose content is whitespace only.
-`ContextCache` applies them incrementally: a new message can only change the verdict on
-messages that share one of its tool-call ids, so an append re-judges the recent few, not all.
+The rule (README, "The context the model gets"), over the active messages in order:
+- a tool result belongs to the latest assistant message before it that calls its id (its
+  *owner*); results with no owner are left out;
+- an assistant message is kept when it is complete (or the session does not track completion),
+  and either makes no calls and has non-blank text, or makes readable calls (a JSON array of
+  objects with distinct string ids) each of which it owns at least one result for;
+- a result is kept when its owner is kept and it is the newest result its owner has for its id;
+- user and system messages are always kept.
+Ownership is fixed before anything is left out, so dropping an assistant turn drops all its
+results and nothing else needs judging again: one pass reaches the fixpoint.
+`ContextCache` keeps that verdict incrementally: an append can only change the verdict on the
+owner of a new result (and the results it owns), so an append re-judges from there, not all.
 """
 
 from __future__ import annotations
@@ -19,107 +24,162 @@ import orjson
 
 from .types import Message, Role
 
-__all__ = ["ContextCache", "call_ids", "has_tool_calls", "sanitize"]
+__all__ = ["CallOwners", "ContextCache", "call_ids", "group_start", "has_tool_calls", "sanitize"]
 
 
 @lru_cache(maxsize=4096)
+def _parse_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
+    """(the ids the calls name, whether it makes calls that are all readable with distinct ids).
+
+    Blank, `[]` and `null` make no calls: `((), True)`. Anything else that is not a non-empty
+    JSON array of objects with distinct string ids is unreadable: `(ids found, False)`.
+    """
+    if not tool_calls.strip():
+        return (), True
+    try:
+        calls = orjson.loads(tool_calls)
+    except orjson.JSONDecodeError:
+        return (), False
+    if calls is None or calls == []:
+        return (), True
+    if not isinstance(calls, list):
+        return (), False
+    ids = tuple(c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str))
+    return ids, len(ids) == len(calls) and len(set(ids)) == len(ids)
+
+
 def call_ids(tool_calls: str | None) -> tuple[str, ...]:
     """The ids of the calls in a `tool_calls` string (a JSON array of objects with "id")."""
     if not tool_calls:
         return ()
-    try:
-        calls = orjson.loads(tool_calls)
-    except orjson.JSONDecodeError:
-        return ()
-    if not isinstance(calls, list):
-        return ()
-    return tuple(c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str))
+    return _parse_calls(tool_calls)[0]
 
 
 def has_tool_calls(message: Message) -> bool:
-    """An assistant message makes tool calls if `tool_calls` is set and not an empty array."""
+    """An assistant message makes tool calls if `tool_calls` is set and not blank, `[]` or `null`."""
     tc = message.tool_calls
-    return tc is not None and tc.strip() not in ("", "[]", "null")
+    return tc is not None and _parse_calls(tc) != ((), True)
 
 
-def _refs(m: Message) -> tuple[str, ...]:
-    if m.role is Role.ASSISTANT:
-        return call_ids(m.tool_calls) if m.tool_calls else ()
-    if m.role is Role.TOOL and m.tool_call_id is not None:
-        return (m.tool_call_id,)
-    return ()
+class CallOwners:
+    """The owner of each tool result among messages fed in order (see the module's rule)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._caller: dict[str, int] = {}  # call id -> index of the latest assistant calling it
+
+    def feed(self, role: Role, tool_calls: str | None, tool_call_id: str | None) -> int:
+        """The index of the owner of this message if it is a tool result with one, else -1."""
+        index = self.count
+        self.count += 1
+        if role is Role.ASSISTANT:
+            for call in call_ids(tool_calls):
+                self._caller[call] = index
+        elif role is Role.TOOL and tool_call_id is not None:
+            return self._caller.get(tool_call_id, -1)
+        return -1
+
+
+def group_start(owners: Sequence[int], cut: int) -> int:
+    """Move `cut` back until no message from `cut` on is a result whose owner comes before it."""
+    index = len(owners) - 1
+    while index >= cut:
+        if 0 <= owners[index] < cut:
+            cut = owners[index]  # the owner's whole call group stays together
+        index -= 1
+    return cut
 
 
 class ContextCache:
     """The sanitised context of a growing list of active messages, updated in place."""
 
     def __init__(self) -> None:
-        self._reset(-1)
+        self._reset(-1, False)
 
-    def _reset(self, generation: int) -> None:
+    def _reset(self, generation: int, tracking: bool) -> None:
         self._generation = generation
+        self._tracking = tracking
         self._seen = 0
-        self._called: set[str] = set()
-        self._answered: set[str] = set()
-        self._refs: dict[str, list[int]] = {}  # call id -> indices of the messages naming it
+        self._owners = CallOwners()
+        self._owner: list[int] = []  # per index: the owner of a tool result, else -1
+        self._newest: dict[tuple[int, str], int] = {}  # (owner, call id) -> its newest result
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
         self._patches = 0  # how many entries of `patched` were applied
 
-    def update(self, active: Sequence[Message], generation: int, patched: Sequence[int] = ()) -> list[Message]:
+    def update(
+        self, active: Sequence[Message], generation: int, patched: Sequence[int] = (), tracking: bool = False
+    ) -> list[Message]:
         """The sanitised context of `active` (a new list); `generation` changes when it was rewritten.
 
         `patched` lists, in order, the indices of `active` whose message was replaced in place by
-        a copy that differs only in `completed_at` (a completion annotation); it grows within a
-        generation. That field changes no verdict, so the kept copies are swapped in as they are.
+        a copy that differs only in `completed_at`; it grows within a generation. `tracking`:
+        assistant messages without `completed_at` are left out (a change re-judges everything).
         """
-        if generation != self._generation or len(active) < self._seen:
-            self._reset(generation)
-        if len(patched) > self._patches:
-            self._swap(active, patched)
-        if len(active) == self._seen:
-            return list(self._out)
+        if generation != self._generation or len(active) < self._seen or tracking != self._tracking:
+            self._reset(generation, tracking)
         earliest = self._seen
+        if len(patched) > self._patches:
+            earliest = self._apply_patches(active, patched, earliest)
+        if len(active) == self._seen and earliest == self._seen:
+            return list(self._out)
         for index in range(self._seen, len(active)):
             m = active[index]
-            for call in _refs(m):
-                (self._called if m.role is Role.ASSISTANT else self._answered).add(call)
-                indices = self._refs.setdefault(call, [])
-                if indices and indices[0] < earliest:
-                    earliest = indices[0]  # an older message naming this id may change verdict
-                indices.append(index)
+            owner = self._owners.feed(m.role, m.tool_calls, m.tool_call_id)
+            if owner >= 0:
+                self._newest[(owner, m.tool_call_id or "")] = index
+                earliest = min(earliest, owner)  # the owner's verdict, and its results', may change
+            self._owner.append(owner)
         self._seen = len(active)
         cut = bisect_left(self._out_index, earliest)
         del self._out[cut:]
         del self._out_index[cut:]
         for index in range(earliest, len(active)):
             m = active[index]
-            if self._keep(m):
+            if self._keep(active, index, m):
                 self._out.append(m)
                 self._out_index.append(index)
         return list(self._out)
 
-    def _swap(self, active: Sequence[Message], patched: Sequence[int]) -> None:
+    def owners(self) -> list[int]:
+        """Per message of the list last passed to `update`: the index of its owner, or -1."""
+        return list(self._owner)
+
+    def _apply_patches(self, active: Sequence[Message], patched: Sequence[int], earliest: int) -> int:
+        """Swap in completed copies; under tracking a completed assistant message is judged again."""
         for index in patched[self._patches :]:
-            if index < self._seen:  # later ones are judged as new messages below
-                at = bisect_left(self._out_index, index)
-                if at < len(self._out_index) and self._out_index[at] == index:
-                    self._out[at] = active[index]
+            if index >= self._seen:
+                continue  # judged as a new message below
+            if self._tracking and active[index].role is Role.ASSISTANT:
+                earliest = min(earliest, index)
+                continue
+            at = bisect_left(self._out_index, index)
+            if at < len(self._out_index) and self._out_index[at] == index:
+                self._out[at] = active[index]
         self._patches = len(patched)
+        return earliest
 
-    def _one_sided(self, call: str) -> bool:
-        return (call in self._called) != (call in self._answered)
-
-    def _keep(self, m: Message) -> bool:
+    def _keep(self, active: Sequence[Message], index: int, m: Message) -> bool:
         if m.role is Role.ASSISTANT:
-            if has_tool_calls(m):
-                return not any(self._one_sided(c) for c in call_ids(m.tool_calls))
-            return m.content is not None and bool(m.content.strip())  # passes 2 and 3
-        if m.role is Role.TOOL and m.tool_call_id is not None:
-            return not self._one_sided(m.tool_call_id)
+            return self._keep_assistant(index, m)
+        if m.role is Role.TOOL:
+            owner = self._owner[index]
+            return (
+                owner >= 0
+                and self._newest.get((owner, m.tool_call_id or "")) == index
+                and self._keep_assistant(owner, active[owner])
+            )
         return True
 
+    def _keep_assistant(self, index: int, m: Message) -> bool:
+        if self._tracking and m.completed_at is None:
+            return False  # interrupted: never marked complete
+        ids, readable = _parse_calls(m.tool_calls or "")
+        if not ids and readable:  # makes no calls: judged by its text
+            return m.content is not None and bool(m.content.strip())
+        return readable and all((index, call) in self._newest for call in ids)
 
-def sanitize(messages: Sequence[Message]) -> list[Message]:
-    """Apply koda's passes to `messages` in one go; the order is kept."""
-    return ContextCache().update(messages, 0)
+
+def sanitize(messages: Sequence[Message], tracking: bool = False) -> list[Message]:
+    """The context of `messages` in one go (the order is kept); see the module's rule."""
+    return ContextCache().update(messages, 0, (), tracking)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .codec import LineError, decode_line, with_id
+from .completion import HeaderFlag
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import atomic_write, fsync_dir, open_append, read_file, sync, touch, truncate, unlink, write_all
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
@@ -94,6 +95,7 @@ class SessionDir:
         self.mutex = FileMutex(path / LOCK_NAME, self._check_dir)
         self.log = MessageLog(session_id, self.messages_path)
         self.context = ContextCache()
+        self.header_flag = HeaderFlag(self.header_path)
         # Reads take no file lock, but threads sharing this handle must not update the parsed
         # log (or the context built on it) at the same time.
         self.cache_lock = threading.RLock()
@@ -158,14 +160,21 @@ class SessionDir:
             self.log.refresh(self._tail_is_torn)
             return self.log
 
-    def load_context(self) -> list[Message]:
-        """The sanitised active messages, re-judging only what changed since the last call."""
+    def load_context(self, *, access: bool = True) -> list[Message]:
+        """The sanitised active messages, re-judging only what changed since the last call.
+
+        `access=False` reads without recording an access (the idle time stays).
+        """
         with self.cache_lock:
             log = self.refresh()
-            context = self.context.update(log.active, log.generation, log.patched)
-        if log.exists:
+            context = self.context.update(log.active, log.generation, log.patched, self.tracks_completion())
+        if log.exists and access:
             self.note_access()
         return context
+
+    def tracks_completion(self) -> bool:
+        """True when a message of the log is marked complete or the header asks for it (`completion`)."""
+        return self.log.marked > 0 or self.header_flag.get()
 
     def note_access(self) -> None:
         """Record a read of the session for its idle time: the mtime of `.access` becomes now.

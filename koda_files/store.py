@@ -16,6 +16,7 @@ from typing import Any
 from .browse import Browsing
 from .check import CheckReport, check_store
 from .codec import check_text, encode_new
+from .completion import HEADER_KEY, root_tracks
 from .errors import KodaFilesError
 from .events import EventsMixin
 from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
@@ -51,19 +52,27 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     # ── sessions ──
 
     def create_session(self, agent_name: str, project_root: StrPath) -> str:
-        """Create a session directory atomically (it appears whole or not at all); returns its id."""
+        """Create a session directory atomically (it appears whole or not at all); returns its id.
+
+        Once the root has seen a completion mark (or with `tracks_completion=True`), the session
+        is created tracking completion.
+        """
         check_text("agent_name", agent_name, optional=False)
         root_text = os.path.abspath(os.fspath(project_root))
         check_text("project_root", root_text, optional=False)
         self._ensure_root()
         session_id = new_session_id()
-        header = {
+        header: dict[str, Any] = {
             "agent_name": agent_name,
             "created_at": utc_now(),
             "id": session_id,
             "metadata": {},
             "project_root": root_text,
         }
+        if self.tracks_completion:
+            self._note_tracking()
+        if self.tracks_completion or root_tracks(self.root):
+            header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
         staging = self._sessions_dir / f".new-{session_id}"
         make_dir(staging)
         try:

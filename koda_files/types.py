@@ -116,11 +116,11 @@ class CompactedStats:
 
 @dataclass(frozen=True)
 class Interruption:
-    """What `detect_interruption` found at the end of a session, for a banner on resume.
+    """What `detect_interruption` found at the end of a session's context, for a banner on resume.
 
-    `kind` is `"prompt"` when the last active message is a user message nobody answered (then
-    `preview` holds its first 80 characters) and `"tool"` when it is a tool result the assistant
-    never answered (`preview` is None).
+    `kind` is `"prompt"` when the context's last message (system ones skipped) is a user message
+    nobody answered (then `preview` holds its first 80 characters) and `"tool"` when it is a tool
+    result no assistant message followed (`preview` is None).
     """
 
     kind: str

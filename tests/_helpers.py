@@ -167,7 +167,8 @@ def no_file_system() -> Iterator[list[str]]:
 
 
 # ----------------------------------------------------------------------------------------------
-# The reference model of koda's load_context sanitising (used by the contract and model tests).
+# The reference model of load_context (used by the contract and model tests). Written apart from
+# koda_files.sanitize, straight from the rule in the README, without any incremental state.
 
 
 @dataclass(frozen=True)
@@ -178,52 +179,68 @@ class Msg:
     content: str | None
     tool_calls: str | None
     tool_call_id: str | None
+    completed: bool = False
 
 
-def call_ids(tool_calls: str | None) -> list[str]:
-    if tool_calls is None:
-        return []
+def read_calls(tool_calls: str | None) -> tuple[list[str], bool]:
+    """(ids named, readable): blank, `[]` and `null` make no calls; else a non-empty array of
+    objects with distinct string ids, or unreadable."""
+    if tool_calls is None or not tool_calls.strip():
+        return [], True
     try:
         calls = json.loads(tool_calls)
     except ValueError:
-        return []
+        return [], False
+    if calls is None or calls == []:
+        return [], True
     if not isinstance(calls, list):
-        return []
-    return [c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str)]
+        return [], False
+    ids = [c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str)]
+    return ids, len(ids) == len(calls) and len(set(ids)) == len(ids)
 
 
-def sanitize_indices(msgs: Sequence[Msg]) -> list[int]:
-    """Indices of the messages koda's three sanitising passes keep, in order."""
-    calls: set[str] = set()
-    returns: set[str] = set()
-    for m in msgs:
-        if m.role is Role.ASSISTANT:
-            calls.update(call_ids(m.tool_calls))
-        elif m.role is Role.TOOL and m.tool_call_id is not None:
-            returns.add(m.tool_call_id)
-    mismatched = calls ^ returns
+def call_ids(tool_calls: str | None) -> list[str]:
+    return read_calls(tool_calls)[0]
+
+
+def result_owner(msgs: Sequence[Msg], i: int) -> int | None:
+    """The latest assistant message before result `i` that calls its id, or None."""
+    cid = msgs[i].tool_call_id
+    for j in range(i - 1, -1, -1):
+        if msgs[j].role is Role.ASSISTANT and cid in call_ids(msgs[j].tool_calls):
+            return j
+    return None
+
+
+def sanitize_indices(msgs: Sequence[Msg], tracking: bool = False) -> list[int]:
+    """Indices of the messages `load_context` keeps, in order (the README's rule)."""
+    owners = {i: result_owner(msgs, i) for i, m in enumerate(msgs) if m.role is Role.TOOL}
+
+    def results(a: int, cid: str) -> list[int]:
+        return [i for i, o in owners.items() if o == a and msgs[i].tool_call_id == cid]
+
+    def keep_assistant(a: int) -> bool:
+        m = msgs[a]
+        if tracking and not m.completed:
+            return False
+        ids, readable = read_calls(m.tool_calls)
+        if readable and not ids:
+            return bool((m.content or "").strip())
+        return readable and all(results(a, cid) for cid in ids)
+
     keep: list[int] = []
     for i, m in enumerate(msgs):
-        if m.role is Role.TOOL and m.tool_call_id is not None and m.tool_call_id in mismatched:
-            continue
-        if m.role is Role.ASSISTANT and any(c in mismatched for c in call_ids(m.tool_calls)):
-            continue
-        keep.append(i)
-    # (2) assistant messages with neither non-blank content nor tool calls
-    keep = [i for i in keep if not _blank_assistant(msgs[i])]
-    # (3) assistant messages without tool calls whose content is whitespace only
-    return [i for i in keep if not _whitespace_assistant(msgs[i])]
-
-
-def _blank_assistant(m: Msg) -> bool:
-    return m.role is Role.ASSISTANT and m.tool_calls is None and not (m.content or "").strip()
-
-
-def _whitespace_assistant(m: Msg) -> bool:
-    return (
-        m.role is Role.ASSISTANT and m.tool_calls is None and m.content is not None and not m.content.strip()
-    )
+        if m.role is Role.ASSISTANT:
+            ok = keep_assistant(i)
+        elif m.role is Role.TOOL:
+            owner = owners[i]
+            ok = owner is not None and keep_assistant(owner) and results(owner, m.tool_call_id or "")[-1] == i
+        else:
+            ok = True
+        if ok:
+            keep.append(i)
+    return keep
 
 
 def as_msg(m: Message) -> Msg:
-    return Msg(Role(m.role), m.content, m.tool_calls, m.tool_call_id)
+    return Msg(Role(m.role), m.content, m.tool_calls, m.tool_call_id, m.completed_at is not None)

@@ -62,6 +62,7 @@ from koda_files import (
     SessionUsage,
     TokenUsage,
 )
+from koda_files.rewrite import COMPACTION_HINT
 
 # ==============================================================================================
 # Public API
@@ -245,7 +246,9 @@ def test_insert_message_optional_parameters_default_to_none(cls: Any) -> None:
 @pytest.mark.parametrize("cls", [FileStore, AsyncFileStore], ids=lambda c: c.__name__)
 def test_constructor_signature(cls: type) -> None:
     params = inspect.signature(cls).parameters
-    assert list(params) == ["root", "durability"]
+    assert list(params) == ["root", "durability", "tracks_completion"]
+    assert params["tracks_completion"].default is False
+    assert params["tracks_completion"].kind is inspect.Parameter.KEYWORD_ONLY
     assert params["root"].default is None
     assert params["root"].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
     assert params["durability"].default == "flush"
@@ -1191,15 +1194,15 @@ def test_load_context_drops_unanswered_tool_call(store: FileStore, tmp_path: Pat
     assert len(store.load_all_messages(sid)) == 3
 
 
-def test_load_context_partially_answered_call_drops_only_the_call(store: FileStore, tmp_path: Path) -> None:
+def test_load_context_partially_answered_calls_drop_the_whole_turn(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "go")
     store.insert_message(sid, Role.ASSISTANT, "calling", tool_calls_json("c1", "c2"))
     store.insert_message(sid, Role.TOOL, "r1", None, "c1")  # c2 is never answered
     store.insert_message(sid, Role.ASSISTANT, "after")
-    # Pass (1) is one pass over the ids of the whole list: c2 appears only on the call side, so
-    # the assistant message goes; c1 appears on both sides, so its tool result stays.
-    assert _ctx(store, sid) == [("user", "go"), ("tool", "r1"), ("assistant", "after")]
+    # c2 is unanswered, so the assistant turn goes, and with it every result it owns: r1 would
+    # otherwise answer a call the model never made (koda's one pass over the ids keeps it).
+    assert _ctx(store, sid) == [("user", "go"), ("assistant", "after")]
 
 
 def test_load_context_drops_orphan_tool_result(store: FileStore, tmp_path: Path) -> None:
@@ -1234,15 +1237,14 @@ def test_load_context_keeps_blank_assistant_with_answered_tool_calls(store: File
 
 
 def test_load_context_blank_assistant_with_unanswered_call(store: FileStore, tmp_path: Path) -> None:
-    # Blank content and an unanswered call: pass (1) drops it by its call id, although pass (2)
-    # would keep it (it has tool calls). Its answered sibling call c1 keeps its tool result.
+    # Blank content and an unanswered call: the turn goes with the result of its answered call c1.
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
     store.insert_message(sid, Role.ASSISTANT, "", tool_calls_json("c1", "lost"))
     store.insert_message(sid, Role.TOOL, "r1", None, "c1")
     store.insert_message(sid, Role.ASSISTANT, "ok", tool_calls_json("c3"))
     store.insert_message(sid, Role.TOOL, "r3", None, "c3")
-    assert _ctx(store, sid) == [("user", "q"), ("tool", "r1"), ("assistant", "ok"), ("tool", "r3")]
+    assert _ctx(store, sid) == [("user", "q"), ("assistant", "ok"), ("tool", "r3")]
 
 
 def test_load_context_matches_the_reference_sanitiser(store: FileStore, tmp_path: Path) -> None:
@@ -1255,7 +1257,7 @@ def test_load_context_matches_the_reference_sanitiser(store: FileStore, tmp_path
         (Role.TOOL, "rb", None, "b"),
         (Role.ASSISTANT, " ", tool_calls_json("c"), None),
         (Role.TOOL, "rd", None, "d"),
-        (Role.TOOL, "no id", None, None),
+        (Role.TOOL, "no id", None, None),  # answers nothing
         (Role.USER, None, tool_calls_json("e"), None),  # only assistant calls count
         (Role.ASSISTANT, "x", None, "f"),  # only tool results count
         (Role.ASSISTANT, "\n", None, None),
@@ -1266,7 +1268,7 @@ def test_load_context_matches_the_reference_sanitiser(store: FileStore, tmp_path
     everything = store.load_all_messages(sid)
     expected = [everything[i] for i in sanitize_indices([as_msg(m) for m in everything])]
     assert store.load_context(sid) == expected
-    assert [m.content for m in expected] == ["sys", "u", None, "ra", "rb", "no id", None, "x", "fine"]
+    assert [m.content for m in expected] == ["sys", "u", None, "ra", "rb", None, "x", "fine"]
 
 
 def test_load_all_messages_includes_archived_unsanitised(store: FileStore, tmp_path: Path) -> None:
@@ -1519,16 +1521,16 @@ def test_compact_missing_session_creates_nothing(store: FileStore, root: Path, t
     assert not session_dir(root, missing).exists()
 
 
-def test_compaction_boundary_orphans_are_sanitised(store: FileStore, tmp_path: Path) -> None:
+def test_compaction_boundary_keeps_the_call_group_whole(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
     store.insert_message(sid, Role.ASSISTANT, None, tool_calls_json("c1"))
     store.insert_message(sid, Role.TOOL, "r1", None, "c1")
     store.insert_message(sid, Role.ASSISTANT, "done")
-    assert store.compact_session(sid, "sum", 2) == 2
-    # the tool result's call was archived: it is now an orphan in the active context
-    assert [m.content for m in store.load_context(sid)][2:] == ["done"]
-    assert [m.content for m in store.load_all_messages(sid)][-2:] == ["r1", "done"]
+    # The tail of 2 would start at r1, inside its call's group: the group is kept whole.
+    assert store.compact_session(sid, "sum", 2) == 1
+    assert [m.content for m in store.load_context(sid)][2:] == [None, "r1", "done"]
+    assert [m.content for m in store.load_all_messages(sid)] == ["q", "sum", COMPACTION_HINT, None, "r1", "done"]
 
 
 def test_compacted_stats(store: FileStore, tmp_path: Path) -> None:

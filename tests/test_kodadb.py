@@ -152,7 +152,7 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
     assert (dst.get_session_title(a), dst.get_session_mode(a)) == ("List the files", "auto-edit")
     assert (dst.get_session_title(b), dst.get_session_mode(b)) == (None, "plan")
     assert (dst.get_session_title(c), dst.get_session_mode(c)) == ("never used", None)
-    assert sum(m.completed_at is not None for m in dst.load_all_messages(a)) == 2
+    assert sum(m.completed_at is not None for m in dst.load_all_messages(a)) == 3  # two marks and the hint
     assert dst.get_metadata(a, "model") == "claude-sonnet"
     assert dst.compacted_stats() == dataclasses.replace(
         src.compacted_stats(), oldest=(src.compacted_stats().oldest or "")[:19] + ".000000Z"
@@ -206,7 +206,7 @@ def test_export_writes_kodas_schema_exactly(tmp_path: Path) -> None:
         old = conn.execute("SELECT last_accessed_at FROM sessions WHERE id = ?", (b_sid,)).fetchone()[0]
         assert old == "2025-06-01 12:00:00"
         completed = [r[0] for r in conn.execute("SELECT completed_at FROM messages WHERE session_id = ?", (a,))]
-        assert sum(c is not None for c in completed) == 2
+        assert sum(c is not None for c in completed) == 3  # two marks and the compaction hint
         assert all(len(c) == 19 and c[10] == " " for c in completed if c is not None)
         never = conn.execute("SELECT title, mode, last_accessed_at FROM sessions WHERE id = ?", (d,)).fetchone()
         assert never == (None, None, None)  # an empty session never accessed

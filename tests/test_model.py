@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from _helpers import Msg, sanitize_indices, session_dir
+from _helpers import Msg, result_owner, sanitize_indices, session_dir
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -39,6 +39,7 @@ from koda_files import (
 )
 
 CALL_IDS = ["c1", "c2", "c3", "c4"]
+UNKNOWN_ID = "zz"  # never called by anyone
 KEYS = ["model", "cwd", "todo"]
 AGENTS = ["koda", "reviewer"]
 PROJECTS = ["proj-a", "proj-b"]
@@ -55,8 +56,10 @@ tool_calls_st = st.one_of(
     st.lists(st.sampled_from(CALL_IDS), min_size=1, max_size=3, unique=True).map(
         lambda ids: json.dumps([{"id": i, "type": "function", "function": {"name": "f"}} for i in ids])
     ),
+    # no calls, and calls no provider can answer: a repeated id, a call without an id, not JSON
+    st.sampled_from(["[]", "null", " ", '[{"id":"c1"},{"id":"c1"}]', '[{"id":"c2"},{"name":"f"}]', "{oops"]),
 )
-tool_call_ids = st.one_of(st.none(), st.sampled_from(CALL_IDS))
+tool_call_ids = st.one_of(st.none(), st.sampled_from([*CALL_IDS, UNKNOWN_ID]))
 small = st.integers(min_value=0, max_value=1000)
 usages = st.one_of(st.none(), st.builds(TokenUsage, small, small, small, small, small))
 agent_names = st.one_of(st.none(), st.sampled_from(["main", "sub", "other"]))
@@ -84,7 +87,8 @@ class MMsg:
     agent_name: str | None
     archived: bool
     seq: int
-    completed: bool = False  # mark_message_complete was called on it
+    completed: bool = False  # mark_message_complete was called on it (or it is a compaction hint)
+    hint: bool = False  # the compaction hint: written complete, and no mark that turns tracking on
 
 
 @dataclass
@@ -97,6 +101,10 @@ class MSession:
     todo: str | None = None
     title: str | None = None
     mode: str | None = None
+    flagged: bool = False  # created once the root had seen a completion mark
+
+    def tracking(self) -> bool:
+        return self.flagged or any(m.completed and not m.hint for m in self.messages)
 
 
 def _tokens(usage: TokenUsage | None) -> Tokens:
@@ -156,6 +164,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.seq = itertools.count()
         self.created = itertools.count()
         self.dirty: set[str] = set()
+        self.root_tracks = False  # a mark_message_complete succeeded on this root
 
     def teardown(self) -> None:
         shutil.rmtree(self.root.parent, ignore_errors=True)
@@ -175,7 +184,7 @@ class StoreMachine(RuleBasedStateMachine):
     def create_session(self, agent: str, project: str) -> str:
         sid = self.store.create_session(agent, self.root.parent / project)
         assert sid not in self.model and sid not in self.deleted
-        self.model[sid] = MSession(agent, project, next(self.created))
+        self.model[sid] = MSession(agent, project, next(self.created), flagged=self.root_tracks)
         self.dirty.add(sid)
         return sid
 
@@ -247,6 +256,12 @@ class StoreMachine(RuleBasedStateMachine):
         msgs = self.model[sid].messages
         active = [m for m in msgs if not m.archived]
         n = max(0, len(active) - preserve)
+        # a tail starting inside a call group keeps the whole group (owners come before results)
+        view = [Msg(m.role, m.content, m.tool_calls, m.tool_call_id) for m in active]
+        for i in range(len(active) - 1, -1, -1):
+            if i >= n and active[i].role is Role.TOOL:
+                owner = result_owner(view, i)
+                n = min(n, owner) if owner is not None else n
         got = self.store.compact_session(sid, summary, preserve)
         assert got == n
         if n == 0:
@@ -267,6 +282,7 @@ class StoreMachine(RuleBasedStateMachine):
             MMsg(x.id, x.role, x.content, None, None, NO_TOKENS, x.agent_name, False, next(self.seq))
             for x in (s, h)
         ]
+        new[1].completed = new[1].hint = True
         msgs[at:at] = new
         self.dirty.add(sid)
 
@@ -324,6 +340,7 @@ class StoreMachine(RuleBasedStateMachine):
             sid, m = data.draw(st.sampled_from(stored))
             self.store.mark_message_complete(m.id)
             m.completed = True
+            self.root_tracks = True
             self.dirty.add(sid)
             return
         alive = {m.id for _, m in stored}
@@ -377,16 +394,19 @@ class StoreMachine(RuleBasedStateMachine):
         assert all(m.session_id == sid for m in stored)
         assert [m.completed_at is not None for m in stored] == [m.completed for m in msgs]
         assert st_.get_session_mode(sid) == model.mode
-        last_active = next((m for m in reversed(msgs) if not m.archived), None)
+        active = [m for m in msgs if not m.archived]
+        keep = sanitize_indices(
+            [Msg(m.role, m.content, m.tool_calls, m.tool_call_id, m.completed) for m in active],
+            tracking=model.tracking(),
+        )
+        last_kept = next((active[i] for i in reversed(keep) if active[i].role is not Role.SYSTEM), None)
         expected_interruption = None
-        if last_active is not None and last_active.role is Role.USER:
-            expected_interruption = Interruption("prompt", (last_active.content or "")[:80])
-        elif last_active is not None and last_active.role is Role.TOOL:
+        if last_kept is not None and last_kept.role is Role.USER:
+            expected_interruption = Interruption("prompt", (last_kept.content or "")[:80])
+        elif last_kept is not None and last_kept.role is Role.TOOL:
             expected_interruption = Interruption("tool")
         assert st_.detect_interruption(sid) == expected_interruption
 
-        active = [m for m in msgs if not m.archived]
-        keep = sanitize_indices([Msg(m.role, m.content, m.tool_calls, m.tool_call_id) for m in active])
         context = st_.load_context(sid)
         assert [_view(m) for m in context] == [_mview(active[i]) for i in keep]
         assert [m.completed_at is not None for m in context] == [active[i].completed for i in keep]
@@ -398,7 +418,12 @@ class StoreMachine(RuleBasedStateMachine):
 
         assert st_.last_assistant_message(sid) == last(Role.ASSISTANT)
         assert st_.last_user_message(sid) == last(Role.USER)
-        pending = bool(active) and active[-1].role is Role.ASSISTANT and active[-1].tool_calls is not None
+        pending = (
+            bool(active)
+            and active[-1].role is Role.ASSISTANT
+            and active[-1].tool_calls is not None
+            and active[-1].tool_calls.strip() not in ("", "[]", "null")
+        )
         assert st_.has_pending_tool_calls(sid) is pending
 
         assert st_.session_token_usage(sid) == _usage(msgs)

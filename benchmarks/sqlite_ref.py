@@ -59,6 +59,7 @@ from typing import Literal
 import orjson
 
 from koda_files.errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
+from koda_files.sanitize import CallOwners, group_start
 from koda_files.types import (
     CompactedStats,
     Interruption,
@@ -471,11 +472,39 @@ class SqliteStore:
         try:
             tail: list[tuple[int]] = []
             if preserve_count > 0:
-                tail = conn.execute(
-                    "SELECT id FROM messages WHERE session_id = ? AND compacted_at IS NULL "
-                    "ORDER BY id DESC LIMIT ?",
-                    (session_id, preserve_count),
-                ).fetchall()
+                # The contract's compaction keeps a call group whole: walk back from the newest
+                # message until `preserve_count` are taken and every result taken has its owner
+                # (the latest earlier assistant message calling its id) taken too.
+                pending: set[str] = set()
+                # Mostly the group is within a few rows of the tail: read those first.
+                for limit in (preserve_count + 64, -1):
+                    tail, pending = [], set()
+                    rows = conn.execute(
+                        "SELECT id, role, tool_calls, tool_call_id FROM messages "
+                        "WHERE session_id = ? AND compacted_at IS NULL ORDER BY id DESC LIMIT ?",
+                        (session_id, limit),
+                    ).fetchall()
+                    for row in rows:
+                        if len(tail) >= preserve_count and not pending:
+                            break
+                        tail.append((row[0],))
+                        if row[1] == "tool" and row[3] is not None:
+                            pending.add(row[3])
+                        elif row[1] == "assistant" and row[2] is not None:
+                            pending.difference_update(_call_ids(row[2]))
+                    if not pending or len(rows) < limit:
+                        break
+                if pending:  # a result nobody called: judge ownership from the start instead
+                    rows = conn.execute(
+                        "SELECT id, role, tool_calls, tool_call_id FROM messages "
+                        "WHERE session_id = ? AND compacted_at IS NULL ORDER BY id",
+                        (session_id,),
+                    ).fetchall()
+                    owners = CallOwners()
+                    cut = group_start(
+                        [owners.feed(Role(r[1]), r[2], r[3]) for r in rows], max(0, len(rows) - preserve_count)
+                    )
+                    tail = [(r[0],) for r in reversed(rows[cut:])]
             if tail:
                 archived = conn.execute(
                     "UPDATE messages SET compacted_at = ? "

@@ -214,9 +214,17 @@ def _show_raw(store: FileStore, sid: str, show_all: bool) -> int:
     """The lines of messages.jsonl as stored (archived ones only with --all)."""
     import orjson
 
+    from .classify import last_compaction
     from .layout import MESSAGES, SESSIONS
 
     data = (store.root / SESSIONS / sid / MESSAGES).read_bytes()
+    if not show_all:  # what follows the last compaction line, if there is one
+        fd = os.open(store.root / SESSIONS / sid / MESSAGES, os.O_RDONLY)
+        try:
+            last = last_compaction(fd, len(data), sid)
+        finally:
+            os.close(fd)
+        data = data[last.offset :] if last is not None else data
     out = sys.stdout.buffer
     for line in data.splitlines(keepends=True):
         if not show_all:
@@ -225,7 +233,7 @@ def _show_raw(store: FileStore, sid: str, show_all: bool) -> int:
             except orjson.JSONDecodeError:
                 record = None
             if isinstance(record, dict) and record.get("compacted_at") is not None:
-                continue
+                continue  # archived in the first layout: the line says so itself
         out.write(line if line.endswith(b"\n") else line + b"\n")
     out.flush()
     return 0

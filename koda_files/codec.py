@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .layout import parse_time
 from .types import Message, Role, TokenUsage
 
 __all__ = [
@@ -182,6 +183,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "id": (int,),
     "role": (str,),
     "session_id": (str, _NONE),
+    "compaction": (str,),  # on a compaction's summary line: when it was made (see `classify`)
+    "tracks_completion": (bool, _NONE),
     **{f: (str, _NONE) for f in _TEXT_FIELDS},
     **{f: (int, _NONE) for f in TOKEN_FIELDS},
 }
@@ -259,8 +262,10 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
     for key, value in record.items():
         expected = _FIELD_TYPES.get(key)
         if expected is not None and type(value) not in expected:
-            kind = "an integer" if int in expected else "a string"
+            kind = "an integer" if int in expected else "a boolean" if bool in expected else "a string"
             raise LineError(f"'{key}' must be {kind}{' or null' if _NONE in expected else ''}")
+    if "compaction" in record and parse_time(record["compaction"]) is None:
+        raise LineError(f"'compaction' is not a time: {record['compaction']!r}")
     if "id" not in record:
         raise LineError("missing 'id'")
     role = _ROLES.get(record.get("role"))  # type: ignore[arg-type]

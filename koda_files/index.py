@@ -21,13 +21,14 @@ from typing import Any, TypeGuard
 
 import orjson
 
+from .classify import COMPACTION, COMPACTION_MARK, classify, compaction_of
 from .codec import ARCHIVED_MARK
 from .errors import KodaFilesError
 from .fileops import atomic_write, read_file
+from .framing import iter_file_lines
 from .layout import MESSAGES, METADATA
-from .messagelog import iter_file_lines
-from .scan import iter_messages
 from .session import read_header
+from .types import Message
 
 __all__ = ["LogSummary", "SessionIndex"]
 
@@ -61,20 +62,32 @@ def _current(entry: object, key: Key) -> TypeGuard[list[Any]]:
 
 
 def summarize(path: Path, session_id: str) -> LogSummary:
-    """Read one log and count it."""
+    """Read one log and count it; a message is archived as `classify` says."""
     count = tokens = archived = size = 0
     oldest: str | None = None
     first_user = ""
-    for m in iter_messages(path, session_id):
+    pending = pending_size = 0  # messages since the last compaction line: archived by the next
+    for _, line in iter_file_lines(path, with_tail=True):
+        kind, m = classify(line, session_id)
+        if type(m) is not Message:
+            continue
+        if kind == COMPACTION and pending:
+            found = compaction_of(line)
+            assert found is not None
+            archived, size, pending, pending_size = archived + pending, size + pending_size, 0, 0
+            oldest = found.at if oldest is None or found.at < oldest else oldest
         count += 1
         if not first_user and m.role.value == "user" and m.content and m.content.strip():
             first_user = m.content.strip().split("\n", 1)[0][:_FIRST_USER_CHARS]
         tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
+        weight = len((m.content or "").encode()) + len((m.tool_calls or "").encode())
         if m.compacted_at is not None:
             archived += 1
-            size += len((m.content or "").encode()) + len((m.tool_calls or "").encode())
+            size += weight
             if oldest is None or m.compacted_at < oldest:
                 oldest = m.compacted_at
+        else:
+            pending, pending_size = pending + 1, pending_size + weight
     return LogSummary(count, tokens, archived, size, oldest, first_user)
 
 
@@ -177,7 +190,8 @@ class SessionIndex:
         if summary is not None:
             return summary.archived > 0
         try:
-            return any(ARCHIVED_MARK in line for _, line in iter_file_lines(Path(path), with_tail=True))
+            marks = (ARCHIVED_MARK, COMPACTION_MARK)
+            return any(m in line for _, line in iter_file_lines(Path(path), with_tail=True) for m in marks)
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
             log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
             return False

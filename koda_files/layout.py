@@ -16,6 +16,10 @@ from .errors import InvalidSessionIdError
 
 __all__ = [
     "ACCESS",
+    "COMPACTION_LAYOUT",
+    "FIRST_LAYOUT",
+    "GITIGNORE_FILE",
+    "GITIGNORE_TEXT",
     "LAYOUT_FILE",
     "LAYOUT_VERSION",
     "LOCK_NAME",
@@ -39,7 +43,23 @@ TODO = "todo.md"
 LOCK_NAME = ".lock"
 ACCESS = ".access"  # its mtime is the last `load_context` (idle time); empty
 LAYOUT_FILE = "koda-files.json"
-LAYOUT_VERSION = 1
+# Layout 1: archived lines carry their own `compacted_at` (a compaction rewrote them). Layout 2:
+# a compaction line archives what is above it (no line is rewritten). A new root is written as
+# 1 and moves to 2 with its first compaction, so a koda-files that knows only 1 refuses it then.
+LAYOUT_VERSION = 2  # the newest this code reads
+FIRST_LAYOUT = 1
+COMPACTION_LAYOUT = 2
+# What a root's `.gitignore` leaves out of git: derived and transient files only (never `.ids`).
+GITIGNORE_FILE = ".gitignore"
+GITIGNORE_TEXT = b"""# koda-files: derived and transient files; the history (.ids included) is tracked.
+/.index
+/.kv.lock
+.lock
+.access
+.*.tmp
+/sessions/.new-*/
+/sessions/.deleted-*/
+"""
 
 SESSION_ID_PATTERN = _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 

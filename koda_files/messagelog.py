@@ -17,31 +17,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .classify import COMPACTION, COMPACTION_MARK, archived_as, classify, compaction_of, last_compaction
 from .codec import Completion, LineError, apply_note, decode_entry, note_fields
 from .completion import counts_as_mark
 from .errors import KodaFilesError
 from .fileops import open_read
+from .framing import body, iter_lines_backwards, split_lines
 from .types import Message
 
-__all__ = ["ACTIVE", "ARCHIVED", "NOTE", "OTHER", "BadLine", "MessageLog", "read_backwards", "split_lines"]
+__all__ = ["BadLine", "MessageLog", "read_backwards"]
 
 log = logging.getLogger("koda_files")
 
-_BOM = b"\xef\xbb\xbf"
 _GUARD = 32
 _CHUNK = 1 << 22
-_FIRST_BACK_CHUNK = 1 << 12
-_STREAM_CHUNK = 1 << 20
 _MAX_REREADS = 100
-# What each line of the file is, in `MessageLog.kinds`: rewrites copy lines by these.
-OTHER = 0  # blank, or not a message: kept verbatim
-ACTIVE = 1
-ARCHIVED = 2
-NOTE = 3  # an annotation of an earlier message: a rewrite folds it into that line
 
 # After our own append the file's mtime is not asked for (a stat per insert costs more than it
 # saves): `mtime_ns` then holds minus the wall time of the append, and the first read takes any
@@ -58,128 +52,88 @@ class BadLine:
     raw: bytes
 
 
-def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tuple[int, bytes]]:
-    """Number the complete lines of `data` (which ends at a newline), stripping CR and a BOM."""
-    if at_file_start and data.startswith(_BOM):
-        data = data[len(_BOM) :]
-    lines = data.split(b"\n")
-    lines.pop()  # the empty piece after the final newline
-    return [
-        (first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)
-    ]
-
-
-def iter_file_lines(path: Path, *, with_tail: bool) -> Iterator[tuple[int, bytes]]:
-    """Stream a log's lines as (line number, bytes without newline), a megabyte at a time.
-
-    `with_tail`: also yield a last line that has no newline (a message if it decodes as one).
-    A missing file yields nothing.
-    """
-    try:
-        fd = open_read(path)
-    except FileNotFoundError:
-        return
-    try:
-        pending = b""
-        line_no = 1
-        pos = 0
-        while chunk := os.pread(fd, _STREAM_CHUNK, pos):
-            pos += len(chunk)
-            data = pending + chunk
-            end = data.rfind(b"\n") + 1
-            pending = data[end:]
-            yield from split_lines(data[:end], line_no, line_no == 1)
-            line_no += data.count(b"\n", 0, end)
-        if pending and with_tail:
-            yield line_no, pending
-    finally:
-        os.close(fd)
-
-
-def read_backwards(path: Path, session_id: str, marker: bytes = b"") -> Generator[Message, None, None]:
-    """The complete messages of a file, last first, reading only as far back as the caller goes.
+def read_backwards(
+    path: Path, session_id: str, marker: bytes = b"", *, end: int | None = None, archived_at: str | None = None
+) -> Generator[Message, None, None]:
+    """The messages of a file before `end` (default: all), last first, reading only as far back as asked.
 
     With `marker`, lines without those bytes are skipped undecoded (a cheap pre-filter).
     Annotations come after their message, so they are met first and applied to it (with a
-    marker, only those that contain it).
+    marker, only those that contain it). Messages above a compaction line come archived (see
+    `classify`); `archived_at` is the time of the compaction at `end`, if one starts there.
     """
     try:
         fd = open_read(path)
     except FileNotFoundError:
         return
     try:
-        # An unterminated last line is read too: a message if it decodes, skipped if not.
-        carry = b""
-        pos = os.fstat(fd).st_size
         notes: dict[int, Completion] = {}  # id -> what its annotations set
-        # Start small (the answer is usually in the last few lines, whatever the file's size)
-        # and double, so a long walk back still takes few reads.
-        step = _FIRST_BACK_CHUNK
-        while pos > 0:
-            start = max(0, pos - step)
-            step = min(step * 2, _STREAM_CHUNK)
-            data = os.pread(fd, pos - start, start) + carry
-            pos = start
-            pieces = data.split(b"\n")
-            carry = pieces[0] if pos > 0 else b""
-            for piece in reversed(pieces[1:] if pos > 0 else pieces):
-                line = piece.rstrip(b"\r")
-                if pos == 0 and piece is pieces[0] and line.startswith(_BOM):
-                    line = line[len(_BOM) :]
-                if marker in line and line.strip():
-                    try:
-                        entry = decode_entry(line, session_id)
-                    except LineError:
-                        continue
-                    if type(entry) is Completion:
-                        # Met last to first: the earliest completion wins, the latest thinking text.
-                        known = notes.get(entry.id)
-                        if known is not None:
-                            entry = Completion(
-                                entry.id,
-                                entry.completed_at or known.completed_at,
-                                known.thinking_content or entry.thinking_content,
-                            )
-                        notes[entry.id] = entry
-                    elif notes and entry.id in notes:
-                        yield apply_note(entry, notes.pop(entry.id)) or entry  # type: ignore[misc,arg-type]
-                    else:
-                        yield entry  # type: ignore[misc]
+        for _, line in iter_lines_backwards(fd, os.fstat(fd).st_size if end is None else end):
+            if marker not in line and COMPACTION_MARK not in line:
+                continue
+            kind, entry = classify(line, session_id)
+            if entry is None:
+                continue
+            if type(entry) is Completion:
+                # Met last to first: the earliest completion wins, the latest thinking text.
+                known = notes.get(entry.id)
+                if known is not None:
+                    done = entry.completed_at or known.completed_at
+                    entry = Completion(entry.id, done, known.thinking_content or entry.thinking_content)
+                notes[entry.id] = entry
+                continue
+            message: Message = entry  # type: ignore[assignment]
+            if notes and message.id in notes:
+                message = apply_note(message, notes.pop(message.id)) or message
+            if archived_at is not None:
+                message = archived_as(message, archived_at)
+            if kind == COMPACTION:  # what is above it was archived by it
+                found = compaction_of(line)
+                archived_at = found.at if found is not None else archived_at
+            if marker in line:
+                yield message
     finally:
         os.close(fd)
 
 
 @dataclass
 class MessageLog:
-    """Parsed view of one `messages.jsonl`; `refresh` brings it up to date with the file."""
+    """Parsed view of one `messages.jsonl`; `refresh` brings it up to date with the file.
+
+    By default a full read starts at the last compaction line (`first`): what is above it is
+    archived and not needed for the context, so a long archived history costs nothing to load.
+    `refresh(whole=True)` reads the file from its start (and keeps doing so).
+    """
 
     session_id: str
     path: Path
     messages: list[Message] = field(default_factory=list)
-    active: list[Message] = field(default_factory=list)  # those without `compacted_at`
+    active: list[Message] = field(default_factory=list)  # those not archived
     bad: list[BadLine] = field(default_factory=list)
-    kinds: bytearray = field(default_factory=bytearray)  # one of OTHER/ACTIVE/ARCHIVED/NOTE per line
     largest_id: int = 0
-    # Annotations: where each message is, to patch it when its annotation comes.
+    # Annotations and compactions: where each message is, to patch it when one comes.
     where: dict[int, int] = field(default_factory=dict)  # id -> index in `messages` (the latest)
-    lines_of: list[int] = field(default_factory=list)  # line index (in `kinds`) of each message
     active_at: list[int] = field(default_factory=list)  # index in `active` of each message, or -1
-    noted: dict[int, dict[str, str]] = field(default_factory=dict)  # line index -> fields set by NOTEs
+    active_src: list[int] = field(default_factory=list)  # index in `messages` of each active one
     patched: list[int] = field(default_factory=list)  # indices in `active` replaced, in order
-    marked: int = 0  # messages with `completed_at` that count as marks (the session then tracks completion)
+    marked: int = 0  # marks that make the session track completion (see `completion`)
     # Identity and extent of what `messages` reflects.
+    first: int = 0  # byte offset the parse started at: 0, or the last compaction line's
+    first_archived_at: str | None = None  # the time of the compaction at `first`, if any
+    whole: bool = False  # read from the start whatever the compactions (sticky once asked)
     ino: int = -1
     dev: int = -1
     offset: int = 0
     mtime_ns: int = -1
-    line_count: int = 0
+    line_count: int = 0  # lines read from `first`
     unterminated: bool = False  # the last line read is a message still missing its newline
     guard: bytes = b""
     exists: bool = False
-    # Bumped whenever `messages` changes other than by appending, so derived caches can tell.
+    # Bumped whenever `active` changes other than by appending, so derived caches can tell.
     generation: int = 0
     _own: list[tuple[int, bytes]] = field(default_factory=list)  # our appends, decoded on next read
     _reported_tail: tuple[int, int, int] = (-1, -1, -1)
+    _lines_before: int = -1  # lines above `first` (counted only to name a line in a warning)
 
     def is_current(self) -> bool:
         """True when the cache matches the file without reading it (one stat)."""
@@ -198,8 +152,21 @@ class MessageLog:
             and (st.st_mtime_ns == self.mtime_ns or 0 < st.st_mtime_ns <= -self.mtime_ns + _COARSE_CLOCK_NS)
         )
 
-    def refresh(self, tail_is_torn: Callable[[], bool] | None = None, st: os.stat_result | None = None) -> None:
-        """Bring `messages` up to date with the file (`st`: its stat, if just taken); missing reads as empty."""
+    def refresh(
+        self,
+        tail_is_torn: Callable[[], bool] | None = None,
+        st: os.stat_result | None = None,
+        *,
+        whole: bool = False,
+    ) -> None:
+        """Bring `messages` up to date with the file (`st`: its stat, if just taken); missing reads as empty.
+
+        `whole`: include the archived part above the last compaction (reads it once if needed).
+        """
+        if whole and not self.whole:
+            self.whole = True
+            if self.first > 0:
+                self._reset()
         if st is None:
             try:
                 st = os.stat(self.path, follow_symlinks=False)
@@ -219,7 +186,7 @@ class MessageLog:
         # A rewrite may rename a new file over the path between our stat and open: read again
         # (otherwise this reader would see an empty log).
         for _ in range(_MAX_REREADS):
-            if self._read_from(0, st, tail_is_torn):
+            if self._read_from(-1, st, tail_is_torn):
                 return
             try:
                 st = os.stat(self.path, follow_symlinks=False)
@@ -228,22 +195,23 @@ class MessageLog:
         raise KodaFilesError(f"{self.path} was replaced {_MAX_REREADS} times while being read; try again")
 
     def clear(self) -> None:
-        """Forget everything read; the next `refresh` reads the file whole."""
+        """Forget everything read; the next `refresh` reads the file again."""
         self._reset()
 
     def _reset(self) -> None:
         self.messages = []
         self.active = []
         self.bad = []
-        self.kinds = bytearray()
         self.largest_id = 0
         self.where = {}
-        self.lines_of = []
         self.active_at = []
-        self.noted = {}
+        self.active_src = []
         self.patched = []
         self.marked = 0
         self._own = []
+        self.first = 0
+        self.first_archived_at = None
+        self._lines_before = -1
         self.ino = self.dev = -1
         self.offset = 0
         self.mtime_ns = -1
@@ -254,13 +222,23 @@ class MessageLog:
         self.generation += 1
 
     def _read_from(self, start: int, st: os.stat_result, tail_is_torn: Callable[[], bool] | None) -> bool:
-        """Parse the lines after `start`; False if the bytes before `start` are not the ones we read."""
+        """Parse the lines after `start` (-1: a new read, from the last compaction or the start).
+
+        False if the file is not the one `st` describes, or the bytes before `start` are not the
+        ones we read.
+        """
         fd = open_read(self.path)
         try:
             held = os.fstat(fd)
             if (held.st_ino, held.st_dev) != (st.st_ino, st.st_dev):
                 return False  # replaced between stat and open: the caller reads it whole
-            guard_start = max(0, start - _GUARD)
+            if start < 0:
+                found = None if self.whole else last_compaction(fd, held.st_size, self.session_id)
+                start = self.first = found.offset if found is not None else 0
+                self.first_archived_at = found.at if found is not None else None
+                guard_start = start  # nothing read before: no guard to compare
+            else:
+                guard_start = max(0, start - _GUARD)
             data = _read_to_end(fd, guard_start)
         finally:
             os.close(fd)
@@ -283,7 +261,7 @@ class MessageLog:
         entry = _decode_tail(tail, self.session_id, start + end == 0) if tail else None
         if entry is not None:
             self.line_count += 1
-            self._add(entry)
+            self._add(entry, tail)
             self.unterminated = True
             end = len(body)
             self.guard = (self.guard + tail)[-_GUARD:]
@@ -293,48 +271,71 @@ class MessageLog:
             self._report_tail(tail, tail_is_torn)
         return True
 
+    def _line_no(self, counted: int) -> int:
+        """The file's line number of the `counted`-th line read from `first`."""
+        if self.first == 0:
+            return counted
+        if self._lines_before < 0:  # only to name a line in a warning: count what was skipped
+            fd = open_read(self.path)
+            try:
+                self._lines_before = os.pread(fd, self.first, 0).count(b"\n")
+            finally:
+                os.close(fd)
+        return self._lines_before + counted
+
     def _take(self, line_no: int, line: bytes) -> None:
         if not line.strip():
-            self.kinds.append(OTHER)
             if line:
-                log.warning("%s line %d: blank line (whitespace only), skipped", self.path, line_no)
+                log.warning("%s line %d: blank line (whitespace only), skipped", self.path, self._line_no(line_no))
             return
         try:
             entry = decode_entry(line, self.session_id)
         except LineError as exc:
-            self.kinds.append(OTHER)
-            self.bad.append(BadLine(line_no, str(exc), line))
-            log.warning("%s line %d: skipped, %s", self.path, line_no, exc)
+            self.bad.append(BadLine(self._line_no(line_no), str(exc), line))
+            log.warning("%s line %d: skipped, %s", self.path, self._line_no(line_no), exc)
             return
-        self._add(entry)
+        self._add(entry, line)
 
-    def _add(self, message: Message | Completion) -> None:
-        """Apply one decoded line: a message, or a completion annotation of an earlier one."""
+    def _add(self, message: Message | Completion, line: bytes) -> None:
+        """Apply one decoded line: a message (a compaction archives what is active), or an annotation."""
         if type(message) is Completion:
             self._complete(message)
             return
+        assert type(message) is Message
+        if line[:1] == b"{" and b'"compaction"' in line:
+            self._compact(line)
         self.where[message.id] = len(self.messages)
-        self.lines_of.append(len(self.kinds))
-        self.messages.append(message)  # type: ignore[arg-type]
+        self.messages.append(message)
         if message.id > self.largest_id:
             self.largest_id = message.id
-        if message.completed_at is not None and counts_as_mark(message.role, message.content):  # type: ignore[union-attr]
+        if message.completed_at is not None and counts_as_mark(message.role, message.content):
             self.marked += 1
-        if message.compacted_at is None:  # type: ignore[union-attr]
+        if message.compacted_at is None:
             self.active_at.append(len(self.active))
-            self.active.append(message)  # type: ignore[arg-type]
-            self.kinds.append(ACTIVE)
+            self.active_src.append(len(self.messages) - 1)
+            self.active.append(message)
         else:
             self.active_at.append(-1)
-            self.kinds.append(ARCHIVED)
+
+    def _compact(self, line: bytes) -> None:
+        """A compaction line: everything active so far is archived at its time."""
+        found = compaction_of(line)
+        if found is None:
+            return
+        if found.tracks_completion:
+            self.marked += 1
+        for index in self.active_src:
+            self.messages[index] = archived_as(self.messages[index], found.at)
+            self.active_at[index] = -1
+        if self.active:
+            self.active, self.active_src, self.patched = [], [], []
+            self.generation += 1
 
     def _complete(self, note: Completion) -> None:
         """Apply an annotation to the earlier message with its id (see `Completion`)."""
         index = self.where.get(note.id)
         if index is None:
-            self.kinds.append(OTHER)  # no such message before it: kept on disk, changes nothing
-            return
-        self.kinds.append(NOTE)
+            return  # no such message before it (or above `first`): kept on disk, changes nothing
         message = self.messages[index]
         fields = note_fields(note, message)
         patched = apply_note(message, note)
@@ -343,7 +344,6 @@ class MessageLog:
         self.messages[index] = patched
         if "completed_at" in fields and message.completed_at is None:
             self.marked += counts_as_mark(message.role, message.content)
-        self.noted.setdefault(self.lines_of[index], {}).update(fields)
         active_index = self.active_at[index]
         if active_index >= 0:
             self.active[active_index] = patched
@@ -365,7 +365,7 @@ class MessageLog:
             "%s line %d: incomplete last line (%d bytes, no newline), skipped; "
             "the next append starts a new line after it",
             self.path,
-            self.line_count + 1,
+            self._line_no(self.line_count + 1),
             len(tail),
         )
 
@@ -391,15 +391,7 @@ class MessageLog:
 
 def _decode_tail(tail: bytes, session_id: str, at_file_start: bool) -> Message | Completion | None:
     """An unterminated last line decoded, or None when it is not a whole entry (a torn write)."""
-    if at_file_start and tail.startswith(_BOM):
-        tail = tail[len(_BOM) :]
-    tail = tail[:-1] if tail.endswith(b"\r") else tail
-    if not tail.strip():
-        return None
-    try:
-        return decode_entry(tail, session_id)
-    except LineError:
-        return None
+    return classify(body(tail, at_file_start), session_id)[1]
 
 
 def _read_to_end(fd: int, start: int) -> bytes:

@@ -25,8 +25,8 @@ from .check import QUARANTINE
 from .codec import Completion, LineError, check_int, check_text, decode_entry
 from .errors import KodaFilesError
 from .fileops import fsync_dir, link, rename, temp_name, unlink, write_temp
+from .framing import iter_file_lines
 from .layout import utc_now
-from .messagelog import iter_file_lines
 from .root import StoreRoot
 from .session import SessionDir
 

@@ -190,13 +190,7 @@ class ResumeState(StoreRoot):
         with self._session(session_id) as s:
             try:
                 with s.locked():
-                    if s.log.exists:
-                        log = s.refresh()
-                        index = log.where.get(message_id)
-                        found = None if index is None else log.messages[index]
-                    else:
-                        with contextlib.closing(s.newest_first()) as newest_first:
-                            found = next((m for m in newest_first if m.id == message_id), None)
+                    found = s.find(message_id)
                     if found is None:
                         return False
                     line = line_for(found)

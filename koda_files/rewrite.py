@@ -1,237 +1,254 @@
-"""Compaction and purge: rewrites of `messages.jsonl` that copy untouched lines byte for byte.
+"""Compaction and purge: the only rewrites of `messages.jsonl`, and neither edits a line.
 
-Both stream the file twice under the session lock (classify, then write a temp file that is
-renamed over the original), so memory stays flat whatever the file size, and a crash leaves
-either the old file or the new one. Lines that are not messages are copied as they are.
+Compaction inserts two lines (the summary, which records the compaction, and the continuation
+hint) before the kept tail: a plain append when nothing is kept, else one atomic rewrite that
+copies the bytes before and after them unchanged. It reads the file backwards to the last
+compaction line and parses only what is active. Purge cuts the file before a compaction line
+(what is above was archived by it or earlier) and copies what is kept. Both run under the session
+lock and leave either the old file or the new one.
 
-Annotations (`{"id": 7, "completed_at": ...}`, `{"id": 7, "thinking_content": ...}`): compaction
-folds each into its message's line (the line gains the field, the annotation line goes); purge
-drops the annotations of the messages it drops and keeps the others as they are.
+Lines that carry their own `compacted_at` (the first layout) are read and purged as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import re
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
-from .codec import (
-    ARCHIVED_MARK,
-    Completion,
-    LineError,
-    add_field,
-    apply_note,
-    decode_entry,
-    decode_line,
-    encode_record,
-    field_suffix,
-    fold_fields,
-    note_fields,
+import orjson
+
+from .classify import (
+    COMPACTION,
+    COMPACTION_MARK,
+    MESSAGE,
+    NOTE,
+    OTHER,
+    Compaction,
+    classify,
+    compaction_of,
+    last_compaction,
 )
-from .completion import COMPACTION_HINT
+from .codec import ARCHIVED_MARK, Completion, with_id
+from .completion import COMPACTION_HINT, counts_as_mark
 from .errors import KodaFilesError
-from .fileops import atomic_write, set_mtime
+from .fileops import Piece, atomic_splice, open_read, set_mtime
+from .framing import body, iter_raw_lines, lines_containing
 from .layout import parse_time, utc_now
-from .messagelog import ACTIVE, ARCHIVED, NOTE, OTHER
 from .sanitize import CallOwners, group_start
 from .session import SessionDir
-from .types import Message, Role
+from .types import Message
 
 __all__ = ["COMPACTION_HINT", "compact_lines", "purge_lines"]
 
-
-_DROP = 4  # a fifth kind, for purge
-
-_DONE_MARK = b'"completed_at"'  # every annotation has it ...
-_THINK_MARK = b'"thinking_content"'  # ... or this ...
-_ROLE_MARK = b'"role"'  # ... and no message line lacks this
-
-
-def _stat(s: SessionDir) -> os.stat_result:
-    try:
-        return os.stat(s.messages_path, follow_symlinks=False)
-    except FileNotFoundError:
-        raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
+# A message line as the store writes it (id and role first, one object): counted as a message by
+# its shape, without a parse. Any other line of the part purge drops is classified properly.
+_MESSAGE_SHAPE = rb'\{"id":-?\d+,"role":"(?:system|user|assistant|tool)".*\}\r?'
+_SHAPED = re.compile(rb"^" + _MESSAGE_SHAPE + rb"$", re.M)
+_UNSHAPED = re.compile(rb"^(?!" + _MESSAGE_SHAPE + rb"$).*\S.*$", re.M)
+_NOTE_MARKS = (b'"completed_at"', b'"thinking_content"')
 
 
-class _Scan:
-    """What compaction needs of a log: line kinds, largest id, completions to fold, call owners."""
-
-    def __init__(self) -> None:
-        self.kinds = bytearray()
-        self.largest = 0
-        self.folds: dict[int, dict[str, str]] = {}
-        self.owners: list[int] = []  # per active message: the index of its owner (see sanitize), or -1
-
-
-def _classify(s: SessionDir) -> _Scan:
-    """Scan the log streaming: one byte per line saying what it is, and the rest of `_Scan`.
-
-    Folds are by line index of the message: annotations that complete a message not yet
-    complete (the first wins), as `MessageLog` applies them.
-    """
-    scan = _Scan()
-    kinds = scan.kinds
-    owners = CallOwners()
-    largest = 0
-    where: dict[int, tuple[int, Message]] = {}  # id -> (line index, message as annotated so far)
-    folds: dict[int, dict[str, str]] = {}
-    for _, line in s.iter_lines():
-        try:
-            m = decode_entry(line, s.id) if line.strip() else None
-        except LineError:
-            m = None
-        if m is None:
-            kinds.append(OTHER)
-            continue
-        if type(m) is Completion:
-            target = where.get(m.id)
-            if target is None:
-                kinds.append(OTHER)
-                continue
-            kinds.append(NOTE)
-            fields = note_fields(m, target[1])
-            if fields:
-                folds.setdefault(target[0], {}).update(fields)
-                where[m.id] = (target[0], apply_note(target[1], m) or target[1])
-            continue
-        assert type(m) is Message
-        where[m.id] = (len(kinds), m)
-        largest = max(largest, m.id)
-        if m.compacted_at is None:
-            scan.owners.append(owners.feed(m.role, m.tool_calls, m.tool_call_id))
-            kinds.append(ACTIVE)
-        else:
-            kinds.append(ARCHIVED)
-    scan.largest, scan.folds = largest, folds
-    return scan
+def _records(summary: str, now: str, tracks_completion: bool) -> list[bytes]:
+    """The summary line (recording the compaction) and the hint, with id 0 for `with_id` to set."""
+    line: dict[str, Any] = {"id": 0, "role": "system", "content": summary, "created_at": now, "compaction": now}
+    if tracks_completion:
+        line["tracks_completion"] = True
+    hint = {"id": 0, "role": "assistant", "content": COMPACTION_HINT, "created_at": now, "completed_at": now}
+    return [orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in (line, hint)]
 
 
-def _classify_for_compaction(s: SessionDir) -> tuple[_Scan, os.stat_result]:
-    # A session in use has its log parsed already: its line kinds are free. A cold one is
-    # streamed instead of parsed into memory, so a huge session compacts in flat memory.
-    before = _stat(s)
-    if s.log.exists:
-        with s.cache_lock:
-            log = s.refresh()
-            if log.matches(before):
-                scan = _Scan()
-                scan.kinds, scan.largest, scan.folds = bytearray(log.kinds), log.largest_id, dict(log.noted)
-                # the context cache has the owners already (it is current after a load_context)
-                s.context.update(log.active, log.generation, log.patched, s.tracks_completion())
-                scan.owners = s.context.owners()
-                return scan, before
-    return _classify(s), before
+def _unchanged(s: SessionDir, before: os.stat_result) -> Iterator[Piece]:
+    """A last piece that checks, once everything is copied, that nobody edited the file meanwhile."""
+    now = os.stat(s.messages_path, follow_symlinks=False)
+    if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+        # Someone edited the file by hand while we read it: write nothing.
+        raise KodaFilesError(f"session {s.id!r}: {s.messages_path} changed during the rewrite; retry")
+    yield from ()
 
 
-def _replace(s: SessionDir, before: os.stat_result, lines: Iterator[bytes]) -> None:
-    def checked() -> Iterator[bytes]:
-        yield from lines
-        now = os.stat(s.messages_path, follow_symlinks=False)
-        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-            # Someone edited the file by hand between our two passes: write nothing.
-            raise KodaFilesError(f"session {s.id!r}: {s.messages_path} changed during the rewrite; retry")
-
-    atomic_write(s.messages_path, checked())
-
-
-def compact_lines(s: SessionDir, summary: str, preserve: int, take_ids: Callable[[int, int], int]) -> int:
-    """Archive all active lines but the last `preserve`; summary and hint go before the kept tail.
+def compact_lines(
+    s: SessionDir,
+    summary: str,
+    preserve: int,
+    take_ids: Callable[[int, int], int],
+    tracks_header: bool,
+    before_write: Callable[[], None],
+) -> int:
+    """Archive all active messages but the last `preserve`; summary and hint go before the kept tail.
 
     A kept tail that would start inside a call group (an assistant turn and its results) keeps
-    the whole group, so fewer are archived. The hint is
-    written complete, as koda writes it (and not counted as a mark: it turns no tracking on).
+    the whole group, so fewer are archived. Returns how many were archived (0: nothing written).
+    `tracks_header`: the session's header says it tracks completion (recorded on the summary).
+    `before_write` runs once it is sure to write (it raises the root's layout marker).
     """
-    if not os.path.lexists(s.messages_path):
+    try:
+        fd = open_read(s.messages_path)
+    except FileNotFoundError:
         return 0  # a missing log reads as no messages: nothing to archive
-    scan, before = _classify_for_compaction(s)
-    kinds, largest, folds = scan.kinds, scan.largest, scan.folds
-    to_archive = group_start(scan.owners, max(0, len(scan.owners) - preserve))
-    if to_archive <= 0:
-        return 0
-    first_id = take_ids(largest + 1, 2)
-    now = utc_now()
-    hint = encode_record(first_id + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now)
-    hint = fold_fields(hint[:-1], {"completed_at": now}) + b"\n"
-    inserted = encode_record(first_id, Role.SYSTEM, summary, None, None, None, None, now) + hint
-
-    archived = field_suffix("compacted_at", now)  # encoded once, spliced into every archived line
-
-    def lines() -> Iterator[bytes]:
-        seen = 0
-        pending = True
-        for index, (_, line) in enumerate(s.iter_lines()):
-            kind = kinds[index] if index < len(kinds) else OTHER
+    try:
+        before = os.fstat(fd)
+        last = last_compaction(fd, before.st_size, s.id)
+        tracks = tracks_header or (last is not None and last.tracks_completion)
+        active: list[int] = []  # line offset of each active message
+        owners = CallOwners()
+        owner_of: list[int] = []
+        messages: dict[int, Message] = {}
+        for offset, raw in iter_raw_lines(fd, last.offset if last is not None else 0):
+            kind, entry = classify(body(raw, offset == 0), s.id)
             if kind == NOTE:
-                continue  # folded into its message's line
-            if folds and index in folds:
-                line = fold_fields(line, folds[index])
-            if kind == ACTIVE:
-                seen += 1
-                if seen <= to_archive:
-                    yield add_field(line, archived) + b"\n"
-                    continue
-                if pending:
-                    yield inserted
-                    pending = False
-            yield line + b"\n"
-        if pending:
-            yield inserted
+                assert type(entry) is Completion
+                target = messages.get(entry.id)
+                if target is not None and entry.completed_at is not None:
+                    tracks = tracks or counts_as_mark(target.role, target.content)
+            elif kind in (MESSAGE, COMPACTION):
+                assert type(entry) is Message
+                messages[entry.id] = entry
+                tracks = tracks or (entry.completed_at is not None and counts_as_mark(entry.role, entry.content))
+                if entry.compacted_at is None:
+                    active.append(offset)
+                    owner_of.append(owners.feed(entry.role, entry.tool_calls, entry.tool_call_id))
+        archived = group_start(owner_of, max(0, len(active) - preserve))
+        if archived <= 0:
+            return 0
+        before_write()
+        records = _records(summary, utc_now(), tracks)
+        if archived == len(active):
+            s.append_many(records, take_ids)  # nothing kept: the two lines go at the end
+            return archived
+        first = take_ids(max(messages, default=0) + 1, 2)
+        inserted = with_id(records[0], first) + with_id(records[1], first + 1)
+        cut = active[archived]
+        pieces: list[Piece] = [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)]
+        atomic_splice(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+        return archived
+    finally:
+        os.close(fd)
 
-    _replace(s, before, lines())
-    return to_archive
+
+def _cutoff(min_age_days: int) -> datetime:
+    now = parse_time(utc_now())
+    assert now is not None
+    return now - timedelta(days=min_age_days)
+
+
+def _old(when: str | None, cutoff: datetime) -> bool:
+    # An archive time nobody can read is kept: never delete what cannot be dated.
+    moment = parse_time(when or "")
+    return moment is not None and moment <= cutoff
+
+
+def _messages_in(data: bytes, session_id: str) -> tuple[int, list[bytes]]:
+    """How many lines of `data` (whole lines) are messages (by shape, else by decoding), and the
+    lines that are not messages nor annotations: a person's words purge must not drop unseen."""
+    count = len(_SHAPED.findall(data))
+    others = []
+    for match in _UNSHAPED.finditer(data):
+        line = match.group()
+        kind = classify(body(line, False), session_id)[0]
+        if kind in (MESSAGE, COMPACTION):
+            count += 1
+        elif kind == OTHER:
+            others.append(line + b"\n")
+    return count, others
 
 
 def purge_lines(s: SessionDir, min_age_days: int) -> int:
-    """Drop archived lines compacted more than `min_age_days` ago (0: all); copy the rest as is."""
-    cutoff = parse_time(utc_now())
-    assert cutoff is not None
-    cutoff -= timedelta(days=min_age_days)
+    """Drop archived messages compacted more than `min_age_days` ago (0: all), with their annotations.
 
-    def kind(m: Message) -> int:
-        if min_age_days == 0:
-            return _DROP
-        when = parse_time(m.compacted_at or "")
-        # An archive time nobody can read is kept: never delete what cannot be dated.
-        return _DROP if when is not None and when <= cutoff else ARCHIVED
-
-    before = _stat(s)
-    kinds = bytearray()
-    notes: list[tuple[int, int]] = []  # (line index, message id) of completion annotations
-    dropped_ids: set[int] = set()
-    for _, line in s.iter_lines():
-        if ARCHIVED_MARK not in line:
-            if (_DONE_MARK in line or _THINK_MARK in line) and _ROLE_MARK not in line:
-                with contextlib.suppress(LineError):
-                    note = decode_entry(line, s.id)
-                    if type(note) is Completion:
-                        notes.append((len(kinds), note.id))
-            kinds.append(OTHER)
-            continue
-        try:
-            m = decode_line(line, s.id)
-        except LineError:
-            kinds.append(OTHER)
-            continue
-        what = ACTIVE if m.compacted_at is None else kind(m)
-        if what == _DROP:
-            dropped_ids.add(m.id)
-        kinds.append(what)
-    dropped = kinds.count(_DROP)
-    if not dropped:
-        return 0
-    for index, msg_id in notes:
-        if msg_id in dropped_ids:
-            kinds[index] = _DROP  # the annotation of a message purged goes with it
-
-    def lines() -> Iterator[bytes]:
-        for index, (_, line) in enumerate(s.iter_lines()):
-            if index >= len(kinds) or kinds[index] != _DROP:
-                yield line + b"\n"
-
-    _replace(s, before, lines())
+    The file is cut before the newest compaction line such that it and every one above it are
+    old enough; lines that carry their own `compacted_at` are judged one by one.
+    """
+    cutoff = _cutoff(min_age_days)
+    try:
+        fd = open_read(s.messages_path)
+    except FileNotFoundError:
+        raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
+    try:
+        before = os.fstat(fd)
+        size = before.st_size
+        cut: Compaction | None = None
+        for offset, line in lines_containing(fd, COMPACTION_MARK):
+            if classify(line, s.id)[0] != COMPACTION:
+                continue
+            found = compaction_of(line, offset)
+            assert found is not None
+            if min_age_days and not _old(found.at, cutoff):
+                break  # compactions are in time order: those below are newer still
+            cut = found
+        start = cut.offset if cut is not None else 0
+        dropped, keep_above = _messages_in(os.pread(fd, start, 0), s.id) if start else (0, [])
+        # Lines of the first layout: judged by their own time, wherever they are.
+        drop_lines: dict[int, int] = {}  # offset -> length of a line below the cut to drop
+        dropped_ids: set[int] = set()
+        for offset, line in lines_containing(fd, ARCHIVED_MARK):
+            entry = classify(line, s.id)[1]
+            if type(entry) is not Message or entry.compacted_at is None:
+                continue
+            old = min_age_days == 0 or _old(entry.compacted_at, cutoff)
+            if offset < start and not old:
+                keep_above.append(line + b"\n")
+                dropped -= 1
+            elif offset >= start and old:
+                drop_lines[offset] = _line_length(fd, offset, size)
+                dropped_ids.add(entry.id)
+                dropped += 1
+        if not dropped:
+            return 0
+        _drop_orphan_notes(fd, s.id, start, size, dropped_ids, drop_lines)
+        pieces: list[Piece] = list(keep_above)
+        at = start
+        for offset in sorted(drop_lines):
+            pieces.append((fd, at, offset - at))
+            at = min(size, offset + drop_lines[offset])
+        pieces.append((fd, at, size - at))
+        atomic_splice(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+    finally:
+        os.close(fd)
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).
     with contextlib.suppress(OSError):
         set_mtime(s.messages_path, before.st_mtime_ns, atime_ns=before.st_atime_ns)
     return dropped
+
+
+def _line_length(fd: int, offset: int, size: int) -> int:
+    """The length of the line starting at `offset`, its newline included (if it has one)."""
+    at = offset
+    while at < size:
+        chunk = os.pread(fd, min(1 << 16, size - at), at)
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return at + newline + 1 - offset
+        at += len(chunk)
+    return size - offset
+
+
+def _drop_orphan_notes(
+    fd: int, session_id: str, start: int, size: int, dropped_ids: set[int], drop_lines: dict[int, int]
+) -> None:
+    """Add to `drop_lines` the annotations kept below the cut whose message is dropped."""
+    notes: list[tuple[int, int, int]] = []  # (offset, length, id)
+    for mark in _NOTE_MARKS:
+        for offset, line in lines_containing(fd, mark, start):
+            kind, entry = classify(line, session_id)
+            if kind == NOTE and entry is not None and offset not in drop_lines:
+                notes.append((offset, _line_length(fd, offset, size), entry.id))
+    if not notes:
+        return
+    kept_ids = set(_ids_from(fd, session_id, start, size)) - dropped_ids
+    for offset, length, msg_id in notes:
+        if msg_id not in kept_ids:
+            drop_lines[offset] = length
+
+
+def _ids_from(fd: int, session_id: str, start: int, size: int) -> Iterator[int]:
+    for offset, raw in iter_raw_lines(fd, start):
+        if offset >= size:
+            return
+        kind, entry = classify(body(raw, offset == 0), session_id)
+        if kind in (MESSAGE, COMPACTION) and entry is not None:
+            yield entry.id

@@ -25,6 +25,9 @@ from .fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
 from .ids import IdAllocator
 from .index import SessionIndex
 from .layout import (
+    FIRST_LAYOUT,
+    GITIGNORE_FILE,
+    GITIGNORE_TEXT,
     LAYOUT_FILE,
     LAYOUT_VERSION,
     SESSION_ID_PATTERN,
@@ -66,6 +69,7 @@ class StoreRoot:
         weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
         self._root_ready = False
         self._layout_ok = False
+        self._layout = 0  # the root's layout, once this store has read or written its marker
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
         self._last_append: tuple[str, int] | None = None
 
@@ -126,9 +130,9 @@ class StoreRoot:
         marker = self.root / LAYOUT_FILE
         raw = read_file(marker)
         if raw is None:
-            atomic_write(marker, [encode_header({"format": "koda-files", "layout": LAYOUT_VERSION})])
+            self._write_layout(FIRST_LAYOUT)
         else:
-            self._check_layout(marker, raw)
+            self._layout = self._check_layout(marker, raw)
         make_dir(self._sessions_dir)
         if durable:
             # Without this a power cut could lose `sessions/` and every session made in it (also
@@ -136,16 +140,29 @@ class StoreRoot:
             fsync_dir(self.root)
         self._root_ready = True
 
+    def _write_layout(self, version: int) -> None:
+        """Write the layout marker (and the root's `.gitignore`, if it has none)."""
+        if read_file(self.root / GITIGNORE_FILE) is None:
+            atomic_write(self.root / GITIGNORE_FILE, [GITIGNORE_TEXT], durable=self.durability == "fsync")
+        atomic_write(self.root / LAYOUT_FILE, [encode_header({"format": "koda-files", "layout": version})])
+        self._layout = version
+
+    def _ensure_layout(self, version: int) -> None:
+        """Before writing what only layout `version` reads: create the root, and raise its marker if lower."""
+        self._ensure_root()
+        if self._layout < version:
+            self._write_layout(version)
+
     def _check_layout_once(self) -> None:
         """Refuse, before any read or write, a root laid out by a newer koda-files."""
         marker = self.root / LAYOUT_FILE
         raw = read_file(marker)
         if raw is not None:
-            self._check_layout(marker, raw)
+            self._layout = self._check_layout(marker, raw)
         self._layout_ok = True
 
     @staticmethod
-    def _check_layout(marker: Path, raw: bytes) -> None:
+    def _check_layout(marker: Path, raw: bytes) -> int:
         try:
             marker_data = orjson.loads(raw)
             kind, version = marker_data.get("format"), marker_data.get("layout")
@@ -157,6 +174,7 @@ class StoreRoot:
             raise KodaFilesError(
                 f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"
             )
+        return version
 
     def _session_ids(self) -> list[str]:
         """Ids of the session directories under the root (dot-entries and symlinks left out)."""

@@ -15,8 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .codec import LineError, decode_line
+from .framing import iter_file_lines
 from .layout import MESSAGES
-from .messagelog import iter_file_lines, read_backwards
+from .messagelog import read_backwards
 from .types import Message, Role
 
 log = logging.getLogger("koda_files")

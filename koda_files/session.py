@@ -17,13 +17,15 @@ from typing import Any
 
 import orjson
 
-from .codec import LineError, decode_line, with_id
+from .classify import classify
+from .codec import with_id
 from .completion import HeaderFlag
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import atomic_write, fsync_dir, open_append, read_file, sync, touch, truncate, unlink, write_all
+from .framing import iter_file_lines, iter_lines_backwards
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
-from .messagelog import MessageLog, iter_file_lines, read_backwards
+from .messagelog import MessageLog, read_backwards
 from .sanitize import ContextCache
 from .types import Message
 
@@ -59,24 +61,22 @@ def read_header(directory: Path, session_id: str) -> dict[str, Any]:
 
 
 def last_id_in(fd: int, size: int, session_id: str) -> tuple[int, bool]:
-    """(largest id among the last lines, whether the file ends with a newline), reading backwards."""
+    """(largest id among the last lines, whether the file ends with a newline), reading backwards.
+
+    The id counter, not this, keeps ids unique; this only keeps a session's ids increasing when
+    the counter was set back, so the last 64 KiB (or the last message, if further) are enough.
+    """
     if size == 0:
         return 0, True
     ends_clean = os.pread(fd, 1, size - 1) == b"\n"
-    start = size
-    while start > 0:
-        start = max(0, start - _TAIL)
-        chunk = os.pread(fd, size - start, start)
-        lines = chunk.split(b"\n")
-        if start > 0:
-            lines = lines[1:]  # the first piece may be the end of a longer line
-        best = 0
-        for line in lines:
-            with contextlib.suppress(LineError):
-                best = max(best, decode_line(line.strip(), session_id).id)
-        if best or start == 0:
-            return best, ends_clean
-    return 0, ends_clean
+    best = 0
+    for offset, line in iter_lines_backwards(fd, size):
+        entry = classify(line, session_id)[1]
+        if type(entry) is Message:
+            best = max(best, entry.id)
+        if best and size - offset >= _TAIL:
+            break
+    return best, ends_clean
 
 
 class SessionDir:
@@ -141,8 +141,11 @@ class SessionDir:
 
     # ── the log ──
 
-    def refresh(self) -> MessageLog:
-        """The log cache, up to date; an absent session reads as empty."""
+    def refresh(self, *, whole: bool = False) -> MessageLog:
+        """The log cache, up to date; an absent session reads as empty.
+
+        `whole`: with the archived messages above the last compaction (see `MessageLog`).
+        """
         with self.cache_lock:
             if self.log.exists:
                 # The file at the path is the one already parsed (same inode): it is this
@@ -152,12 +155,12 @@ class SessionDir:
                 except FileNotFoundError:
                     st = None
                 if st is not None and (st.st_ino, st.st_dev) == (self.log.ino, self.log.dev):
-                    self.log.refresh(self._tail_is_torn, st)
+                    self.log.refresh(self._tail_is_torn, st, whole=whole)
                     return self.log
             if not self.is_dir():
                 self.log.clear()  # keeps counting generations: the context cache must see a change
                 return self.log
-            self.log.refresh(self._tail_is_torn)
+            self.log.refresh(self._tail_is_torn, whole=whole)
             return self.log
 
     def load_context(self, *, access: bool = True) -> list[Message]:
@@ -198,6 +201,17 @@ class SessionDir:
         with self.cache_lock:
             return self.refresh().messages
 
+    def find(self, message_id: int) -> Message | None:
+        """The message with this id in the log, or None (read backwards if not cached)."""
+        if self.log.exists:
+            with self.cache_lock:
+                log = self.refresh()
+                index = log.where.get(message_id)
+                if index is not None:
+                    return log.messages[index]
+        with contextlib.closing(self.newest_first()) as newest_first:
+            return next((m for m in newest_first if m.id == message_id), None)
+
     def newest_first(self) -> Generator[Message, None, None]:
         """Messages last to first: from the cache when it is loaded, else read backwards from the end.
 
@@ -206,8 +220,11 @@ class SessionDir:
         """
         messages = self.parsed_messages()
         if messages is not None:
+            first, archived_at = self.log.first, self.log.first_archived_at
             for index in range(len(messages) - 1, -1, -1):
                 yield messages[index]
+            if first > 0:  # the cache holds what follows the last compaction: go on above it
+                yield from read_backwards(self.messages_path, self.id, end=first, archived_at=archived_at)
         elif self.is_dir():
             yield from read_backwards(self.messages_path, self.id)
 

@@ -22,7 +22,7 @@ from .events import EventsMixin
 from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
 from .fork import ForkMixin
 from .kv import KeyValueMixin
-from .layout import MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
+from .layout import COMPACTION_LAYOUT, MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
 from .protocol import RoleLike, StrPath
 from .redact import RedactMixin
 from .rewrite import compact_lines, purge_lines
@@ -170,7 +170,7 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     def _messages(self, session_id: str) -> list[Message]:
         """A snapshot (a new list) of the session's messages, archived ones included."""
         with self._session(session_id) as s, s.cache_lock:
-            return list(s.refresh().messages)
+            return list(s.refresh(whole=True).messages)
 
     def load_context(self, session_id: str) -> list[Message]:
         """Active (not archived) messages in conversation order, sanitised for the model."""
@@ -230,7 +230,9 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             raise ValueError(f"preserve_count must be >= 0, got {preserve_count}")
         validate_session_id(session_id)
         with self._session(session_id) as s, s.locked(polite=True):
-            archived = compact_lines(s, summary, preserve_count, self._ids.take)
+            # An older koda-files would read what a compaction line archives as active: refuse it.
+            layout = lambda: self._ensure_layout(COMPACTION_LAYOUT)  # noqa: E731
+            archived = compact_lines(s, summary, preserve_count, self._ids.take, s.header_flag.get(), layout)
             if archived:
                 s.forget_appends()
             return archived

@@ -1,6 +1,6 @@
 """Record the file-system calls of a workload on a store, as operations on a model of its tree.
 
-`Recorder` wraps the `os` functions koda_files changes a tree with (open, write, pwrite,
+`Recorder` wraps the `os` functions koda_files changes a tree with (open, write, pwrite, copy_file_range,
 ftruncate, fsync, fdatasync, replace, rename, link, mkdir, rmdir, unlink, remove, close, utime,
 chmod, fchmod) and turns each call on a path under one root into an operation on a model of
 the tree: inodes holding data, directories holding names. The initial tree is taken as durable.
@@ -138,7 +138,8 @@ class Recording:
 
 
 _PATCHED = ("open", "write", "pwrite", "ftruncate", "fsync", "fdatasync", "replace", "rename", "link",
-            "mkdir", "rmdir", "unlink", "remove", "close", "utime", "chmod", "fchmod")  # fmt: skip
+            "mkdir", "rmdir", "unlink", "remove", "close", "utime", "chmod", "fchmod",
+            "copy_file_range")  # fmt: skip
 
 
 class Recorder:
@@ -227,6 +228,19 @@ class Recorder:
             n = int(self._real["pwrite"](fd, data, offset))
             ino, _, where = self._fds[fd]
             self._log(Op(WRITE, ino, offset=offset, data=bytes(data[:n]), call="pwrite", where=where))
+            return n
+
+    def _copy_file_range(self, src: int, dst: int, count: int, offset_src: int | None = None, *rest: Any) -> int:
+        # A copy into a recorded file is a write of the bytes copied (read back from the source).
+        if dst not in self._fds:
+            return int(self._real["copy_file_range"](src, dst, count, offset_src, *rest))
+        with self._lock:
+            ino, append, where = self._fds[dst]
+            offset = os.fstat(dst).st_size if append else os.lseek(dst, 0, os.SEEK_CUR)
+            n = int(self._real["copy_file_range"](src, dst, count, offset_src, *rest))
+            data = os.pread(src, n, offset_src) if offset_src is not None else b""
+            assert len(data) == n, "copy_file_range from the source's own position is not modelled"
+            self._log(Op(WRITE, ino, offset=offset, data=data, call="copy_file_range", where=where))
             return n
 
     def _ftruncate(self, fd: int, size: int) -> None:
@@ -322,7 +336,7 @@ class Recorder:
             "mkdir": self._mkdir,
             "rmdir": self._remover("rmdir"), "unlink": self._remover("unlink"), "remove": self._remover("remove"),
             "close": self._close, "utime": self._meta("utime"), "chmod": self._meta("chmod"),
-            "fchmod": self._meta("fchmod"),
+            "fchmod": self._meta("fchmod"), "copy_file_range": self._copy_file_range,
         }  # fmt: skip
         assert set(wrappers) == set(_PATCHED)
         self._real = {name: getattr(os, name) for name in _PATCHED}

@@ -1452,10 +1452,11 @@ def test_compact_session_puts_summary_and_hint_before_the_preserved_tail(
     assert [m.compacted_at is not None for m in everything] == [True] * 4 + [False] * 4
     objs = json_lines(messages_path(root, sid))
     assert [o.get("content") for o in objs] == [m.content for m in everything]
-    for o in objs[:4]:
-        parse_iso_utc(o["compacted_at"])
-    for o in objs[4:]:
+    # Archived lines are never rewritten: the summary line records the compaction and its time.
+    for o in objs:
         assert o.get("compacted_at") is None
+    parse_iso_utc(objs[4]["compaction"])
+    assert all(m.compacted_at == objs[4]["compaction"] for m in everything[:4])
     assert store.session_token_usage(sid).api_calls == 3
 
 
@@ -1559,57 +1560,47 @@ def test_compacted_stats(store: FileStore, tmp_path: Path) -> None:
     parse_iso_utc(stats.oldest)
 
 
-def _age_archived_lines(path: Path, contents: set[str], when: datetime) -> None:
-    """Hand-edit `compacted_at` of the archived lines holding `contents`; other lines keep their bytes."""
+def _age_compaction(path: Path, summary: str, when: datetime) -> None:
+    """Hand-edit the time of the compaction whose summary is `summary`; other lines keep their bytes."""
     out = []
     for line in raw_lines(path):
         obj = json.loads(line)
-        if obj.get("compacted_at") and obj.get("content") in contents:
-            obj["compacted_at"] = iso_utc(when)
+        if obj.get("compaction") and obj.get("content") == summary:
+            obj["compaction"] = iso_utc(when)
             line = orjson.dumps(obj)
         out.append(line + b"\n")
     path.write_bytes(b"".join(out))
 
 
-def _active_lines(path: Path) -> list[bytes]:
-    lines = []
-    for line in raw_lines(path):
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            lines.append(line)
-            continue
-        if not obj.get("compacted_at"):
-            lines.append(line)
-    return lines
-
-
 def test_purge_compacted_by_age(store: FileStore, root: Path, tmp_path: Path) -> None:
+    """A message's `compacted_at` is the time of the first compaction after it; purge goes by that."""
     s1 = store.create_session("koda", tmp_path)
     s2 = store.create_session("koda", tmp_path)
-    for c in ("ancient", "old", "recent", "kept"):
-        store.insert_message(s1, Role.USER, c)
+    for content, summary in (("ancient", "c1"), ("old", "c2"), ("recent", "c3")):
+        store.insert_message(s1, Role.USER, content)
+        store.compact_session(s1, summary, 0)
+    store.insert_message(s1, Role.USER, "kept")
     for c in ("s2-recent", "s2-kept"):
         store.insert_message(s2, Role.USER, c)
-    assert store.compact_session(s1, "sum1", 1) == 3
     assert store.compact_session(s2, "sum2", 1) == 1
     now = datetime.now(timezone.utc)
-    _age_archived_lines(messages_path(root, s1), {"ancient"}, datetime(2000, 1, 1, tzinfo=timezone.utc))
-    _age_archived_lines(messages_path(root, s1), {"old"}, now - timedelta(days=3))
+    _age_compaction(messages_path(root, s1), "c1", datetime(2000, 1, 1, tzinfo=timezone.utc))
+    _age_compaction(messages_path(root, s1), "c2", now - timedelta(days=3))
     assert store.compacted_stats().oldest == "2000-01-01T00:00:00.000000Z"
-    active1 = _active_lines(messages_path(root, s1))
-    active2 = _active_lines(messages_path(root, s2))
-    assert store.purge_compacted(30) == 1
-    assert [m.content for m in store.load_all_messages(s1)][:2] == ["old", "recent"]
-    assert store.purge_compacted(5) == 0
-    assert store.purge_compacted(2) == 1
-    assert [m.content for m in store.load_all_messages(s1)][:1] == ["recent"]
-    assert store.compacted_stats().message_count == 2
-    assert store.purge_compacted(0) == 2
+    lines1 = raw_lines(messages_path(root, s1))
+    lines2 = raw_lines(messages_path(root, s2))
+    assert store.purge_compacted(30) == 1  # "ancient", archived in 2000
+    assert [m.content for m in store.load_all_messages(s1)][:2] == ["c1", COMPACTION_HINT]
+    assert store.purge_compacted(5) == 0  # c1's summary and hint were archived by c2, 3 days ago
+    assert store.purge_compacted(2) == 3  # c1, its hint, "old"
+    assert [m.content for m in store.load_all_messages(s1)][:1] == ["c2"]
+    assert store.compacted_stats().message_count == 4  # c2, its hint, "recent"; "s2-recent"
+    assert store.purge_compacted(0) == 4
     assert store.compacted_stats() == CompactedStats(0, 0, 0, None)
-    assert raw_lines(messages_path(root, s1)) == active1
-    assert raw_lines(messages_path(root, s2)) == active2
-    assert [m.content for m in store.load_context(s1)][::2] == ["sum1", "kept"]
+    # What is kept is copied byte for byte: the file is cut before the last compaction line.
+    assert raw_lines(messages_path(root, s1)) == lines1[-3:]
+    assert raw_lines(messages_path(root, s2)) == lines2[-3:]
+    assert [m.content for m in store.load_context(s1)][::2] == ["c3", "kept"]
     assert store.purge_compacted(0) == 0
 
 

@@ -63,7 +63,23 @@ def store(tmp_path: Path) -> FileStore:
         f.write(b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
     store.insert_message(b, Role.ASSISTANT, "after the broken line")
     store.create_session("empty", tmp_path / "other")
+    # A session compacted by the first layout: its archived lines carry their own compacted_at.
+    c = store.create_session("old", project)
+    (store.root / "sessions" / c / "messages.jsonl").write_bytes(LAYOUT_1_LOG)
     return store
+
+
+_ARCHIVED_AT = '"compacted_at":"2026-01-02T00:00:00.000000Z"'
+LAYOUT_1_LOG = "".join(
+    line + "\n"
+    for line in (
+        '{"id":900,"role":"user","content":"an old question","created_at":"2026-01-01T00:00:00Z",' + _ARCHIVED_AT + "}",
+        '{"id":901,"role":"assistant","content":"old answer","created_at":"2026-01-01T00:00:01Z",' + _ARCHIVED_AT + "}",
+        '{"id":902,"role":"system","content":"Old summary.","created_at":"2026-01-02T00:00:00Z"}',
+        '{"id":903,"role":"assistant","content":"[Context compacted] Continue.","created_at":"2026-01-02T00:00:00Z"}',
+        '{"id":904,"role":"user","content":"a newer question","created_at":"2026-01-03T00:00:00Z"}',
+    )
+).encode()
 
 
 def _run(store: FileStore, command: str) -> str:
@@ -110,6 +126,16 @@ def check_active(store: FileStore, out: str) -> None:
     assert got == want and all(r["role"] for r in got)
 
 
+def check_archived(store: FileStore, out: str) -> None:
+    got = [json.loads(line) for line in out.splitlines()]
+    want = [
+        {"id": m.id, "role": m.role.value, "content": m.content}
+        for s in _ids(store) for m in store.load_all_messages(s) if m.compacted_at is not None
+    ]  # fmt: skip
+    assert got == want and {r["id"] for r in got} >= {900, 901}  # both layouts
+    assert any(r["content"] == "Fix test_add please.\nIt fails." for r in got)
+
+
 def check_shown(store: FileStore, out: str) -> None:
     assert "Fix test_add please." in out and "archived" in out  # the archived mention is shown
     assert "after the broken line" in out and out.count("── summary") == 1
@@ -142,7 +168,9 @@ def check_todos(store: FileStore, out: str) -> None:
 
 def check_git(store: FileStore, out: str) -> None:
     tracked = _run(store, "git ls-files").split()
-    assert tracked and not [p for p in tracked if any(part.startswith(".") for part in p.split("/"))]
+    # The history is tracked, the id counter and the .gitignore included; derived files are not.
+    assert ".ids" in tracked and ".gitignore" in tracked and "koda-files.json" in tracked
+    assert not [p for p in tracked if p.split("/")[-1] in (".index", ".lock", ".access") or p.endswith(".tmp")]
     sid = _ids(store)[0]
     _run(store, f"koda-files todo {sid} --set '- [ ] docs'")
     store.insert_message(sid, Role.USER, "next session")
@@ -155,6 +183,7 @@ CHECKS: dict[str, Callable[[FileStore, str], None]] = {
     "Total prompt tokens": check_tokens,
     "Which tools were called": check_tools,
     "The active messages": check_active,
+    "Everything archived": check_archived,
     "Sessions that mention a word": check_shown,
     "How many lines": check_rg,
     "Or let koda-files find it": check_search,

@@ -64,8 +64,9 @@ class LogScanner:
                 if self._probes is None:
                     self._probes = _probes(self._needle, data, size)
                 spans = _candidate_lines(data, size, self._probes)
-            for start, end in reversed(spans):
-                yield bytes(data[start:end])
+            with memoryview(data) as view:  # one copy per line, where a slice of the buffer would take two
+                for start, end in reversed(spans):
+                    yield bytes(view[start:end])
         finally:
             if isinstance(data, mmap.mmap):
                 data.close()

@@ -7,7 +7,9 @@ temporary directory and removes it at the end. Reports, with a warm page cache:
   - `koda-files search NEEDLE --all --tools` vs `rg -F -c NEEDLE sessions/` (the target: at most 3x)
   - `koda-files sessions --all --limit 0` and `FileStore.session_overviews()` (target: well under 100 ms)
   - `koda-files --help` start-up (target: under 150 ms)
-Times are the best of `--repeat` runs (medians for start-up); ripgrep must be installed.
+Search times are medians of `--repeat` runs (at least 5) alternating with ripgrep's, so that
+noise from other work hits both; the rest are the best of `--repeat` runs (medians for
+start-up). ripgrep must be installed.
 """
 
 from __future__ import annotations
@@ -60,14 +62,24 @@ def build(root: Path, gb: float) -> int:
     return total
 
 
-def best(cmd: list[str], repeat: int, cwd: Path, env: dict[str, str]) -> tuple[float, bytes]:
-    times, out = [], b""
+def timed(cmds: list[list[str]], repeat: int, cwd: Path, env: dict[str, str]) -> list[tuple[list[float], bytes]]:
+    """Wall times of each command and its last output; runs alternate so that noise hits all alike."""
+    runs: list[tuple[list[float], bytes]] = [([], b"") for _ in cmds]
     for _ in range(repeat):
-        start = time.perf_counter()
-        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
-        times.append(time.perf_counter() - start)
-        out = r.stdout
+        for i, cmd in enumerate(cmds):
+            start = time.perf_counter()
+            r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True)
+            runs[i] = ([*runs[i][0], time.perf_counter() - start], r.stdout)
+    return runs
+
+
+def best(cmd: list[str], repeat: int, cwd: Path, env: dict[str, str]) -> tuple[float, bytes]:
+    ((times, out),) = timed([cmd], repeat, cwd, env)
     return min(times), out
+
+
+def ms(times: list[float]) -> str:
+    return f"median {statistics.median(times) * 1000:.0f} ms (min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f})"
 
 
 def main() -> int:
@@ -89,15 +101,19 @@ def main() -> int:
               f"(built in {time.perf_counter() - start:.0f} s)")  # fmt: skip
         env = dict(os.environ, KODA_FILES_DIR=str(root), PAGER="")
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as on a user's machine
-        subprocess.run([rg, "-F", "-c", NEEDLE, "sessions/"], cwd=root, capture_output=True)  # warm the cache
-        t_rg, out_rg = best([rg, "-F", "-c", NEEDLE, "sessions/"], args.repeat, root, env)
         cmd = [SCRIPT, "--json", "search", NEEDLE, "--all", "--tools"]
-        t_ours, out_ours = best(cmd, args.repeat, root, env)
+        for warm in ([rg, "-F", "-c", NEEDLE, "sessions/"], cmd):  # the page cache, and the bytecode
+            subprocess.run(warm, cwd=root, env=env, capture_output=True)
+        (rg_times, out_rg), (our_times, out_ours) = timed(
+            [[rg, "-F", "-c", NEEDLE, "sessions/"], cmd], max(args.repeat, 5), root, env
+        )
         rg_hits = sum(int(line.rsplit(b":", 1)[1]) for line in out_rg.splitlines())
         our_hits = len(orjson.loads(out_ours))
-        print(f"search {NEEDLE!r}: koda-files {t_ours * 1000:.0f} ms ({our_hits} messages), "
-              f"rg -F -c {t_rg * 1000:.0f} ms ({rg_hits} lines): ratio {t_ours / t_rg:.2f}x "
-              "(target <= 3x)")  # fmt: skip
+        ratio = statistics.median(our_times) / statistics.median(rg_times)
+        print(f"search {NEEDLE!r} ({our_hits} messages; rg: {rg_hits} lines), {len(rg_times)} runs each, alternating:")
+        print(f"  koda-files search --all --tools  {ms(our_times)}")
+        print(f"  rg -F -c                         {ms(rg_times)}")
+        print(f"  ratio of medians {ratio:.2f}x (target <= 3x); load average {os.getloadavg()[0]:.1f}")
         if our_hits != rg_hits:
             print("  MISMATCH: the two found different numbers of matches", file=sys.stderr)
         listing = [SCRIPT, "--json", "sessions", "--all", "--limit", "0"]

@@ -13,10 +13,12 @@ import io
 import os
 import shlex
 import signal
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["paged"]
 
@@ -41,6 +43,8 @@ class _LazyPager(io.TextIOBase):
             self._before_start()
             env = dict(os.environ)
             env.setdefault("LESS", "FRX")
+            import subprocess  # here, not at start-up: output to a pipe or file never needs it
+
             try:
                 self.proc = subprocess.Popen(self._command, stdin=subprocess.PIPE, env=env)
             except OSError as exc:  # no such pager: show the output without one

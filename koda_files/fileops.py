@@ -237,7 +237,7 @@ def atomic_splice(path: Path, pieces: Iterable[Piece], *, durable: bool = True) 
         fsync_dir(path.parent)
 
 
-def open_read(path: Path) -> int:
+def open_read(path: str | os.PathLike[str]) -> int:
     """Open a regular file for reading without following a symlink; raises OSError otherwise."""
     fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -10,8 +10,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import platformdirs
-
 from .errors import InvalidSessionIdError
 
 __all__ = [
@@ -76,6 +74,12 @@ def default_root() -> Path:
     env = os.environ.get("KODA_FILES_DIR")
     if env:
         return Path(env)
+    return _user_data_dir()
+
+
+def _user_data_dir() -> Path:
+    import platformdirs  # imported when needed: it costs milliseconds at every start-up
+
     return Path(platformdirs.user_data_dir("koda"))
 
 
@@ -97,7 +101,7 @@ def check_new_root(root: Path) -> None:
         return  # missing: makedirs creates it (or reports the file in the way)
     if is_store(root) or all(n.startswith(".") for n in names):
         return
-    if root == Path(platformdirs.user_data_dir("koda")):
+    if root == _user_data_dir():
         return
     raise KodaFilesError(
         f"not a koda-files store: {root} (a non-empty directory without {LAYOUT_FILE} or {SESSIONS}/; "

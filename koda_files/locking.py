@@ -16,8 +16,6 @@ import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import filelock
-
 from .fileops import open_lock
 
 __all__ = ["FileMutex"]
@@ -87,12 +85,12 @@ class FileMutex:
                 except FileNotFoundError:
                     # Gone: reopening creates it again if its directory is there (a directory
                     # replaced by a copy without one), and raises FileNotFoundError if not.
-                    filelock.unlock_descriptor(self._fd)
+                    _unlock(self._fd)
                     self._close()
                     continue
                 if (on_disk.st_ino, on_disk.st_dev) == self._key:
                     return
-                filelock.unlock_descriptor(self._fd)
+                _unlock(self._fd)
                 self._close()
         except BaseException:
             self._thread_lock.release()
@@ -102,7 +100,7 @@ class FileMutex:
         """Release the lock; the descriptor stays open for the next acquire."""
         try:
             if self._fd >= 0:
-                filelock.unlock_descriptor(self._fd)
+                _unlock(self._fd)
         finally:
             self._released_at = time.monotonic()
             self._thread_lock.release()
@@ -114,9 +112,9 @@ class FileMutex:
         try:
             if self._fd < 0:
                 self._fd = self._open()
-            if not filelock.lock_descriptor(self._fd, blocking=False):
+            if not _try_lock(self._fd):
                 return False
-            filelock.unlock_descriptor(self._fd)
+            _unlock(self._fd)
             return True
         except OSError:
             return False
@@ -145,9 +143,23 @@ class FileMutex:
 
 def _lock(fd: int) -> None:
     delay = _FIRST_POLL
-    while not filelock.lock_descriptor(fd, blocking=False):
+    while not _try_lock(fd):
         time.sleep(delay)
         delay = min(delay * 2, _MAX_POLL)
+
+
+def _try_lock(fd: int) -> bool:
+    # Imported at first use: importing filelock takes longer than a read-only command that
+    # never locks (a search) takes to start.
+    import filelock
+
+    return filelock.lock_descriptor(fd, blocking=False)
+
+
+def _unlock(fd: int) -> None:
+    import filelock
+
+    filelock.unlock_descriptor(fd)
 
 
 def _reset_after_fork() -> None:

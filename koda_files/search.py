@@ -1,20 +1,18 @@
 """Full-text search over the logs of many sessions (`FileStore.search`).
 
-A literal pattern is looked for in the raw bytes of each log first, in its JSON-escaped form,
-and only the lines holding it are parsed. When the pattern has characters a person may write as
-escapes (non-ASCII as `\\u00e9`, `/` as `\\/`), lines holding such escapes are parsed too; plain
-ASCII spelled as `\\u0061` is not looked for (no JSON writer does that). A regular expression
-has no such shortcut: every line is parsed. Lines that are not messages (damage, completion
-annotations) are skipped.
+A literal pattern is looked for in the raw bytes of each log first, in its JSON-escaped form
+(`koda_files.bytescan`), and only the lines holding it are parsed. When the pattern has
+characters a person may write as escapes (non-ASCII as `\\u00e9`, `/` as `\\/`), lines
+holding such escapes are parsed too; plain ASCII spelled as `\\u0061` is not looked for (no
+JSON writer does that). A regular expression has no such shortcut: every line is parsed.
+Lines that are not messages (damage, completion annotations) are skipped.
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,17 +21,12 @@ from typing import Any
 import orjson
 
 from .browse import SearchHit
+from .bytescan import LogScanner
 from .codec import LineError, decode_line
-from .fileops import open_read
 from .layout import MESSAGES, parse_time
 from .types import Message
 
 __all__ = ["Query", "search_sessions"]
-
-# Pages mapped up front: faulting them in one by one costs more than the search itself.
-_MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-# Escapes orjson never writes but a hand edit may: lines holding them are parsed to be sure.
-_OTHER_ESCAPES = (b"\\u", b"\\/")
 
 
 @dataclass(frozen=True)
@@ -97,72 +90,28 @@ def _literal(pattern: str) -> Callable[[str], Iterator[int]]:
 def search_sessions(sessions_dir: Path, ids: list[str], query: Query, progress: Any) -> Iterator[SearchHit]:
     """Hits of each session in the order of `ids`, each session's last message first."""
     since_ns = query.since.timestamp() * 1e9 if query.since is not None else None
+    scanner = LogScanner(query.needle, since_ns)
     for done, sid in enumerate(ids, 1):
-        path = sessions_dir / sid / MESSAGES
-        try:
-            fd = open_read(path)
-        except OSError:
-            continue  # a session without a readable log has nothing to find (check reports it)
-        try:
-            st = os.fstat(fd)
-            if st.st_size and (since_ns is None or st.st_mtime_ns >= since_ns):
-                with mmap.mmap(fd, st.st_size, flags=_MAP_FLAGS, prot=mmap.PROT_READ) as data:
-                    yield from _search_log(data, sid, query)
-        finally:
-            os.close(fd)
+        # Closed on the way out, also early (`--limit`): that closes the log at once.
+        with contextlib.closing(scanner.lines(f"{sessions_dir}/{sid}/{MESSAGES}", sid)) as lines:
+            yield from _search_log(lines, sid, query)
         if progress is not None:
             progress(done, len(ids))
 
 
-def _search_log(data: mmap.mmap, sid: str, query: Query) -> Iterator[SearchHit]:
-    for start, end in reversed(_candidate_lines(data, query.needle)):
-        line = data[start:end]
+def _search_log(lines: Iterable[tuple[bool, bytes]], sid: str, query: Query) -> Iterator[SearchHit]:
+    for above_compaction, line in lines:
         try:
             m = decode_line(line, sid)
         except LineError:
             continue
-        if m.compacted_at is not None and not query.archived:
+        archived = above_compaction or m.compacted_at is not None
+        if archived and not query.archived:
             continue
         for field, text in query.texts(m):
-            lines = _matching_lines(text, query.find)
-            if lines:
-                yield SearchHit(sid, m.id, m.role.value, m.created_at, m.compacted_at is not None, field, lines)
-
-
-def _candidate_lines(data: mmap.mmap, needle: bytes | None) -> list[tuple[int, int]]:
-    """(start, end) of every complete line that may match, in file order."""
-    if needle is None:
-        return _all_lines(data)
-    # Only a pattern with characters a person may write as escapes (non-ASCII, `/`) needs the
-    # lines holding escapes too; each probe is another pass over the file.
-    escapes = _OTHER_ESCAPES if not needle.isascii() or b"/" in needle else ()
-    starts: set[int] = set()
-    spans: list[tuple[int, int]] = []
-    for probe in (needle, *escapes):
-        at = data.find(probe)
-        while at >= 0:
-            start = data.rfind(b"\n", 0, at) + 1
-            end = data.find(b"\n", at)
-            if end < 0:
-                break  # the torn last line: readers skip it
-            if start not in starts:
-                starts.add(start)
-                spans.append((start, end))
-            at = data.find(probe, end + 1)
-    spans.sort()
-    return spans
-
-
-def _all_lines(data: mmap.mmap) -> list[tuple[int, int]]:
-    spans = []
-    start = 0
-    end = data.find(b"\n")
-    while end >= 0:
-        if end > start:
-            spans.append((start, end))
-        start = end + 1
-        end = data.find(b"\n", start)
-    return spans
+            found = _matching_lines(text, query.find)
+            if found:
+                yield SearchHit(sid, m.id, m.role.value, m.created_at, archived, field, found)
 
 
 def _matching_lines(text: str, find: Callable[[str], Iterator[int]]) -> tuple[str, ...]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from _cli import Cli, run_on_terminal
+from _cli import Cli, env_for, run_on_terminal
 from _helpers import tool_calls_json
 
 from koda_files import FileStore, Role
@@ -134,3 +136,62 @@ def test_stats_count_only_the_stores_own_files(cli: Cli) -> None:
     assert cli.json("stats")["bytes_on_disk"] == size
     text = cli.ok("stats")
     assert "in 1 session," in text and "1 sessions" not in text  # plurals
+
+
+def _older(cli: Cli, sid: str, seconds: int = 100) -> None:
+    """Make a session's last activity `seconds` earlier, so the order of a search is certain."""
+    log = _log(cli, sid)
+    when = log.stat().st_mtime_ns - seconds * 1_000_000_000
+    os.utime(log, ns=(when, when))
+
+
+def test_search_misses_nothing_where_the_patterns_rarest_byte_is_common(cli: Cli) -> None:
+    store = FileStore(cli.root)
+    old = store.create_session("main", cli.cwd)
+    ids = [store.insert_message(old, Role.USER, "a quokka first")]
+    ids.append(store.insert_message(old, Role.USER, "then qquokka"))  # a false start right before a match
+    store.insert_message(old, Role.ASSISTANT, "q" * 20_000)  # so many false starts that a plain find takes over
+    ids.append(store.insert_message(old, Role.USER, "and a quokka last"))
+    _older(cli, old)
+    new = store.create_session("main", cli.cwd)  # read first: in its log, "q" is the rarest byte of "quokka"
+    first = store.insert_message(new, Role.USER, "one quokka here")
+    hits = cli.json("search", "quokka")
+    assert [(h["session_id"], h["message_id"]) for h in hits] == [(new, first)] + [(old, i) for i in reversed(ids)]
+
+
+def test_search_never_reports_a_torn_last_line_after_reading_a_longer_log(cli: Cli) -> None:
+    store = FileStore(cli.root)
+    whole, torn = store.create_session("main", cli.cwd), store.create_session("main", cli.cwd)
+    pad = b'{"id":1,"role":"user","content":"padding"}\n'
+    line = b'{"id":7,"role":"user","content":"the walrus is here"}'
+    _log(cli, whole).write_bytes(pad + line + b"\n")
+    _log(cli, torn).write_bytes(pad + line[:-3])  # a writer died mid-line: the same bytes, minus its end
+    _older(cli, torn)
+    assert [(h["session_id"], h["message_id"]) for h in cli.json("search", "walrus")] == [(whole, 7)]
+
+
+def test_search_reads_a_log_too_large_to_copy(cli: Cli) -> None:
+    sid = FileStore(cli.root).create_session("main", cli.cwd)
+    filler = "filler " * 150_000  # ~1 MB a line, 70 lines: more than is copied into a buffer (64 MiB)
+    lines = [json.dumps({"id": i, "role": "user", "content": filler}).encode() for i in range(2, 70)]
+    first = json.dumps({"id": 1, "role": "user", "content": "an ibex"}).encode()
+    last = json.dumps({"id": 70, "role": "assistant", "content": filler + "another ibex"}).encode()
+    torn = json.dumps({"id": 71, "role": "user", "content": "a torn ibex"}).encode()[:-2]
+    _log(cli, sid).write_bytes(b"\n".join([first, *lines, last, torn]))
+    assert _log(cli, sid).stat().st_size > 64 << 20
+    assert [h["message_id"] for h in cli.json("search", "ibex")] == [70, 1]
+
+
+def test_a_search_does_not_import_what_only_writers_need(cli: Cli) -> None:
+    """Start-up is part of a search's time: lock and data-dir helpers wait until someone needs them."""
+    _two_sessions(cli)
+    script = (
+        "import contextlib, io, sys\n"
+        "from koda_files.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['search', 'needle', '--all', '--tools'])\n"
+        "print(sorted(m for m in ('filelock', 'platformdirs') if m in sys.modules))\n"
+    )
+    env = env_for(cli.tmp_path, cli.root)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout == "[]\n", r.stderr

@@ -215,6 +215,7 @@ class RootSummary:
     def _update(self, key: _Key, data: dict[str, Any] | None, force: bool = False) -> dict[str, Any]:
         journal = self._root / JOURNAL
         full = force or data is None or data.get("boot") != key.boot or data["journal"][0] != key.token
+        named = _named(key.notes)  # sessions a store wrote: not being copied in by hand
         if key.size < 0 or (full and key.token) or key.size > JOURNAL_LIMIT:
             # A new journal (after a reboot, or a long one): writers already past the old one
             # made their change before this, and the full check below starts after it.
@@ -227,7 +228,6 @@ class RootSummary:
             key.read_journal(0)
             full = True
         offset = key.size
-        named: set[str] = set()
         if not full and data is not None:
             self._index.reload()
             self._index.known()  # loads it
@@ -236,11 +236,7 @@ class RootSummary:
             if lines[-1]:
                 offset -= len(lines[-1])  # an append still in flight: read it next time
                 full = True
-            for line in lines[:-1]:
-                if SESSION_ID_PATTERN.fullmatch(line.decode(errors="replace")):
-                    named.add(line.decode())
-                elif line:
-                    full = True  # not a session id: some change we cannot place
+            full = full or any(line and line.decode(errors="replace") not in named for line in lines[:-1])
         ids = self._session_ids()
         alive = set(ids)
         settling = set(data["recheck"]) if data is not None else set()
@@ -260,6 +256,12 @@ class RootSummary:
             with contextlib.suppress(OSError):
                 atomic_write(self._path, [orjson.dumps(out)], durable=False)
         return out
+
+
+def _named(notes: bytes) -> set[str]:
+    """Session ids in whole journal lines (anything else there is not a session id)."""
+    lines = notes.split(b"\n")[:-1]
+    return {t for t in (line.decode(errors="replace") for line in lines) if SESSION_ID_PATTERN.fullmatch(t)}
 
 
 def _empty() -> dict[str, Any]:

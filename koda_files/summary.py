@@ -51,8 +51,10 @@ RECENT_KEEP = 100  # user prompts kept: recent_user_messages(limit <= 100) answe
 LIST_KEEP = 50  # newest sessions kept per project: list_sessions(limit <= 50) answers from it
 JOURNAL_LIMIT = 1 << 20  # past this size the journal starts again (one stat of every session)
 # A `sessions/` mtime this recent may be shared by a later change in the same clock tick: a
-# summary keyed on it is not trusted (git's "racily clean" rule, with a wide margin).
-DIR_SLACK_NS = 1_000_000_000
+# summary keyed on it is not trusted (git's "racily clean" rule). Linux stamps files from a
+# clock of 1-10 ms ticks; a file system storing whole seconds (mtime a multiple of 1 s) gets 2 s.
+DIR_SLACK_NS = 50_000_000
+COARSE_DIR_SLACK_NS = 2_000_000_000
 # A session that appeared by hand and was written to this recently may still be being copied
 # in: it is checked again by every query until it is older.
 SETTLE_NS = 2_000_000_000
@@ -249,7 +251,8 @@ class RootSummary:
         self._index.save(ids)
         out = _compute(self._index, ids, self._sessions)
         out["recheck"] = _unsettled(self._index, [s for s in checked if s not in named], headers, key.now)
-        racy = key.dir is not None and key.dir[1] > key.now - DIR_SLACK_NS
+        slack = COARSE_DIR_SLACK_NS if key.dir is not None and key.dir[1] % 1_000_000_000 == 0 else DIR_SLACK_NS
+        racy = key.dir is not None and key.dir[1] > key.now - slack
         out.update(v=_VERSION, boot=key.boot, dir=None if racy else key.dir, index=self._index.nonce)
         out["journal"] = [key.token, offset]
         if os.path.isdir(self._sessions):

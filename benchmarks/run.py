@@ -26,8 +26,8 @@ import math
 import os
 import platform
 import random
-import secrets
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess

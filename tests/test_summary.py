@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _cli import Cli
 
 from koda_files import FileStore, Role
 from koda_files import summary as summary_module
-
-from _cli import Cli
 
 DERIVED = (".index", ".summary", ".changes")
 

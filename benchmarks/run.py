@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: `koda_files.FileStore` against koda's SQLite design (`sqlite_ref.py`).
 
-    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big]
+    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...]
 
 Every workload of issue 4 runs against both stores in the same process, repetitions
 interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
@@ -27,6 +27,7 @@ import os
 import platform
 import random
 import resource
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -300,6 +301,65 @@ def context_key(msgs: Sequence[Any], hint_free: bool = False) -> list[tuple[Any,
     return out
 
 
+# ── many sessions, written directly ─────────────────────────────────────────
+
+
+class DirectFiles:
+    """Sessions written as `FileStore` writes them, byte for byte, without its per-call syncs.
+
+    The root comes from the store itself (marker, `sessions/`); each session gets `metadata.json`
+    from `encode_header`, a log of `encode_new` lines with ids from one counter, and, when
+    compacted, the lines `compact_session(sid, SUMMARY, 8)` writes (archived lines marked with
+    `compacted_at`, then the summary and the hint before the 8 kept). `.ids` ends above them.
+    """
+
+    def __init__(self, root: Path) -> None:
+        from koda_files.root import StoreRoot
+
+        StoreRoot(root)._ensure_root()
+        self.root = root
+        self.next_id = 1
+        self.journal = [secrets.token_hex(16).encode()]  # `.changes`: a line per locked write
+
+    def session(self, project: str, msgs: Sequence[MsgSpec], compact: bool) -> None:
+        from koda_files.codec import add_field, encode_new, encode_record, field_suffix, with_id
+        from koda_files.layout import new_session_id, utc_now
+        from koda_files.rewrite import COMPACTION_HINT
+        from koda_files.session import encode_header
+
+        sid = new_session_id()
+        header = {"agent_name": "main", "created_at": utc_now(), "id": sid, "metadata": {}, "project_root": project}
+        lines = []
+        for role, content, tool_calls, tool_call_id, usage in msgs:
+            line = with_id(encode_new(role, content, tool_calls, tool_call_id, usage, None, utc_now()), self.next_id)
+            lines.append(line[:-1])  # without its newline
+            self.next_id += 1
+        if compact and len(lines) > 8:
+            now = utc_now()
+            archived = field_suffix("compacted_at", now)
+            first = self.next_id
+            self.next_id += 2
+            inserted = [
+                encode_record(first, Role.SYSTEM, SUMMARY, None, None, None, None, now)[:-1],
+                encode_record(first + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now)[:-1],
+            ]
+            cut = len(lines) - 8
+            lines = [add_field(line, archived) for line in lines[:cut]] + inserted + lines[cut:]
+        self.journal += [sid.encode()] * (len(msgs) + (1 if compact else 0))
+        directory = self.root / "sessions" / sid
+        os.mkdir(directory, 0o700)
+        for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", b"\n".join(lines) + b"\n")):
+            fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+
+    def finish(self) -> None:
+        with open(self.root / ".ids", "wb") as f:
+            f.write(b"%020d\n" % self.next_id)
+        with open(self.root / ".changes", "wb") as f:
+            f.write(b"\n".join(self.journal) + b"\n")
+
+
 # ── the benchmark ───────────────────────────────────────────────────────────
 
 
@@ -528,24 +588,26 @@ class Bench:
 
     # many sessions: list, recent, stats, purge --------------------------------
 
-    def many_sessions(self) -> None:
-        count = self.n(1000, 30)
+    def many_sessions(self, count: int) -> None:
         per = 20
-        msgs = conversation(count * per, seed=4)
         base: dict[Kind, Path] = {}
         stores: dict[Kind, Persistence] = {}
         for kind in KINDS:
             base[kind] = self.fresh(f"many-{kind}")
             stores[kind] = open_store(kind, base[kind])
-        # Build both stores in the same global order (recent_user_messages spans sessions).
+        # Build both stores in the same global order (recent_user_messages spans sessions): SQLite
+        # through its API, the files written directly with the store's own encoders (the API's
+        # fsync per created session would make 10,000 sessions take minutes); see DirectFiles.
+        files = DirectFiles(base["files"])
         for i in range(count):
             project = OTHER_PROJECT if i % 10 == 9 else PROJECT
-            for kind in KINDS:
-                s = stores[kind]
-                sid = s.create_session("main", project)
-                insert_all(s, sid, msgs[i * per : (i + 1) * per])
-                if i % 3 == 0:
-                    s.compact_session(sid, SUMMARY, 8)
+            msgs = conversation(per, seed=4 + i)
+            sid = stores["sqlite"].create_session("main", project)
+            insert_all(stores["sqlite"], sid, msgs)
+            if i % 3 == 0:
+                stores["sqlite"].compact_session(sid, SUMMARY, 8)
+            files.session(project, msgs, compact=i % 3 == 0)
+        files.finish()
         for kind in KINDS:
             close_store(stores[kind])
         reps = self.repeat
@@ -582,7 +644,7 @@ class Bench:
 
         r = Result(f"purge_compacted(0) ({label})")
         answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
-        for rep in range(reps):
+        for rep in range(reps if count <= 1000 else min(reps, 3)):  # a copy of 10,000 sessions each
             for kind in order(rep):
                 loc = self.fresh(f"purge-{kind}")
                 copy_loc(base[kind], loc)
@@ -791,6 +853,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", metavar="PATH", help="also write all results as JSON to PATH")
     p.add_argument("--big", action="store_true", help="also measure peak RSS on a ~200 MB session")
     p.add_argument("--tmp", metavar="DIR", help="create the scratch directory under DIR")
+    p.add_argument(
+        "--sessions",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run only the whole-store workloads, at N sessions each (default: the whole run, at 100, 1000, 10000)",
+    )
     args = p.parse_args(argv)
     if args.scale <= 0 or args.repeat < 1:
         p.error("--scale must be > 0 and --repeat >= 1")
@@ -807,14 +876,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="koda-bench-", dir=args.tmp) as tmp:
         b = Bench(Path(tmp), args.scale, args.repeat)
-        b.insert("flush")
-        b.insert("fsync")
-        b.long_session()
-        b.many_sessions()
-        b.tail()
-        if args.big:
-            b.big()
-        b.cli_startup()
+        if args.sessions:
+            for count in args.sessions:
+                b.many_sessions(count)
+        else:
+            b.insert("flush")
+            b.insert("fsync")
+            b.long_session()
+            for count in (100, 1000, 10000):
+                b.many_sessions(b.n(count, 30))
+            b.tail()
+            if args.big:
+                b.big()
+            b.cli_startup()
     ratios = [r.ratio for r in b.results if r.in_geomean]
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     elapsed = time.perf_counter() - started

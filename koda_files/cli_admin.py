@@ -72,6 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     progress = Progress("checking")
     progress.note(f"checking {store.root} …")
     try:
+        if args.reindex:
+            store.reindex()
         report = store.check(repair=args.repair)
     finally:
         progress.done()

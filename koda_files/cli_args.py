@@ -170,6 +170,8 @@ def build_parser(parser_class: type[argparse.ArgumentParser]) -> argparse.Argume
         "koda-files check --repair",
     )  # fmt: skip
     p.add_argument("--repair", action="store_true", help="repair or quarantine what is damaged")
+    p.add_argument("--reindex", action="store_true",
+                   help="first rebuild .index and .summary from every session's files (after hand edits)")  # fmt: skip
 
     p = command(
         "import-sqlite", cli_admin.cmd_import,

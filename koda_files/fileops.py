@@ -20,6 +20,7 @@ from pathlib import Path
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
+    "append_note",
     "atomic_splice",
     "atomic_write",
     "create_empty",
@@ -270,6 +271,19 @@ def open_append(path: Path, *, create: bool = True, durable: bool = False) -> tu
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, "not a regular file", str(path))
     return fd, st
+
+
+def append_note(path: str, data: bytes) -> None:
+    """Append a small record (well under a page) with one `O_APPEND` write, never through a symlink.
+
+    One write of a few bytes is atomic against other appenders on a local file system, so
+    records of concurrent processes never interleave. FileNotFoundError if the file is absent.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def open_lock(path: Path) -> int:

@@ -2,10 +2,11 @@
 
 `<root>/.index` (a dot-file, JSON) maps each session id to what was read from its files the last
 time: header fields of `metadata.json`, and message count, tokens and archived statistics of
-`messages.jsonl`, each under the (inode, size, mtime) of the file it came from. Every query
-stats the files and re-reads those whose identity changed, so an entry is never trusted over
-the files: hand edits, copies and `rm -rf` are seen. Losing or corrupting the index costs one
-re-read; writing it is best effort (a read-only root still answers).
+`messages.jsonl`, each under the (inode, size, mtime) of the file it came from. A lookup stats
+the files and re-reads those whose identity changed; the root summary (`summary.py`) also reads
+entries without a stat, for sessions the change journal says are unchanged. Losing or
+corrupting the index costs one re-read; writing it is best effort (a read-only root still
+answers). Each save gets a new random `nonce`, so a summary can tell the index it was built on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -35,7 +38,7 @@ __all__ = ["LogSummary", "SessionIndex"]
 log = logging.getLogger("koda_files")
 
 INDEX_FILE = ".index"
-_VERSION = 2
+_VERSION = 3
 _FIRST_USER_CHARS = 200
 Key = list[int]
 
@@ -50,6 +53,8 @@ class LogSummary:
     archived_bytes: int = 0
     oldest_archived: str | None = None
     first_user: str = ""  # the first line of the first user message with content (at most 200 chars)
+    newest_user: str | None = None  # `created_at` of the newest user message with content
+    newest_user_id: int = 0
 
 
 def _key(st: os.stat_result) -> Key:
@@ -66,8 +71,9 @@ def summarize(path: Path, session_id: str) -> LogSummary:
     count = tokens = archived = size = 0
     oldest: str | None = None
     first_user = ""
+    newest: tuple[str, int] | None = None
     pending = pending_size = 0  # messages since the last compaction line: archived by the next
-    for _, line in iter_file_lines(path, with_tail=True):
+    for line in _lines(path):
         kind, m = classify(line, session_id)
         if type(m) is not Message:
             continue
@@ -77,8 +83,12 @@ def summarize(path: Path, session_id: str) -> LogSummary:
             archived, size, pending, pending_size = archived + pending, size + pending_size, 0, 0
             oldest = found.at if oldest is None or found.at < oldest else oldest
         count += 1
-        if not first_user and m.role.value == "user" and m.content and m.content.strip():
-            first_user = m.content.strip().split("\n", 1)[0][:_FIRST_USER_CHARS]
+        if m.role.value == "user" and m.content:
+            stamp = (m.created_at or "", m.id)
+            if newest is None or stamp > newest:
+                newest = stamp
+            if not first_user and m.content.strip():
+                first_user = m.content.strip().split("\n", 1)[0][:_FIRST_USER_CHARS]
         tokens += (m.prompt_tokens or 0) + (m.completion_tokens or 0)
         weight = len((m.content or "").encode()) + len((m.tool_calls or "").encode())
         if m.compacted_at is not None:
@@ -88,7 +98,17 @@ def summarize(path: Path, session_id: str) -> LogSummary:
                 oldest = m.compacted_at
         else:
             pending, pending_size = pending + 1, pending_size + weight
-    return LogSummary(count, tokens, archived, size, oldest, first_user)
+    newest_at, newest_id = newest if newest is not None else (None, 0)
+    return LogSummary(count, tokens, archived, size, oldest, first_user, newest_at, newest_id)
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a log; one that cannot be read (a directory, a symlink) has none."""
+    try:
+        for _, line in iter_file_lines(path, with_tail=True):
+            yield line
+    except OSError:
+        return
 
 
 class SessionIndex:
@@ -106,6 +126,13 @@ class SessionIndex:
         self._dirty = False
         self._headers: dict[str, list[Any]] = {}  # sid -> [key, header]
         self._logs: dict[str, list[Any]] = {}  # sid -> [key, summary fields]
+        self.nonce = ""  # of the file as loaded or last saved ("": none)
+
+    def reload(self) -> None:
+        """Forget what is in memory; the next use reads the file as it is now."""
+        with self._lock:
+            self._loaded = self._dirty = False
+            self._headers, self._logs, self.nonce = {}, {}, ""
 
     def _load(self) -> None:
         if self._loaded:
@@ -118,6 +145,7 @@ class SessionIndex:
                 headers, logs = data.get("headers", {}), data.get("logs", {})
                 if isinstance(headers, dict) and isinstance(logs, dict):
                     self._headers, self._logs = headers, logs
+                    self.nonce = str(data.get("nonce", ""))
         except (OSError, ValueError) as exc:
             # Derived data: a damaged index is rebuilt, never an error.
             log.debug("%s unreadable (%s); rebuilding it", self._path, exc)
@@ -143,6 +171,9 @@ class SessionIndex:
                 header = read_header(Path(self._sessions, sid), sid)
             except KodaFilesError as exc:
                 log.warning("%s; session skipped", exc)
+                with self._lock:
+                    if self._headers.pop(sid, None) is not None:
+                        self._dirty = True
                 continue
             header.pop("metadata", None)  # values can be large; listing never needs them
             out[sid] = header
@@ -150,6 +181,32 @@ class SessionIndex:
                 self._headers[sid] = [key, header]
                 self._dirty = True
         return out
+
+    def clear(self) -> None:
+        """Drop every entry: the next lookups read every file again."""
+        with self._lock:
+            self._load()
+            self._headers, self._logs, self._dirty = {}, {}, True
+
+    def known(self) -> set[str]:
+        """Ids that have an entry (current or not)."""
+        with self._lock:
+            self._load()
+            return set(self._headers) | set(self._logs)
+
+    def trusted(self, session_id: str) -> tuple[dict[str, Any] | None, LogSummary, Key, Key]:
+        """The entry as stored, without a stat: header (None if none), log summary, header key, log key."""
+        with self._lock:
+            self._load()
+            h, lg = self._headers.get(session_id), self._logs.get(session_id)
+        header = h[1] if type(h) is list and len(h) == 2 and type(h[1]) is dict else None
+        summary = LogSummary()
+        if type(lg) is list and len(lg) == 2:
+            with contextlib.suppress(TypeError):
+                summary = LogSummary(*lg[1])
+        hkey = h[0] if header is not None and type(h) is list else [-1, -1, -1]
+        lkey = lg[0] if type(lg) is list and len(lg) == 2 else [-1, -1, -1]
+        return header, summary, hkey, lkey
 
     def _indexed(self, session_id: str) -> tuple[str, Key | None, LogSummary | None]:
         """The log's path, its key (None: it cannot be stat'ed) and the index's summary if current."""
@@ -170,6 +227,9 @@ class SessionIndex:
         """Counts of a session's log, re-read only if the file changed since they were taken."""
         path, key, summary = self._indexed(session_id)
         if key is None:
+            with self._lock:
+                if self._logs.pop(session_id, None) is not None:
+                    self._dirty = True
             return LogSummary()
         if summary is None:
             summary = summarize(Path(path), session_id)
@@ -204,6 +264,7 @@ class SessionIndex:
         if not os.path.isdir(self._sessions):
             return
         with self._lock:
+            self._load()
             alive = set(live)
             for table in (self._headers, self._logs):
                 for sid in [s for s in table if s not in alive]:
@@ -211,7 +272,12 @@ class SessionIndex:
                     self._dirty = True
             if not self._dirty:
                 return
-            data = orjson.dumps({"version": _VERSION, "headers": self._headers, "logs": self._logs})
+            self.nonce = secrets.token_hex(8)
+            data = orjson.dumps(
+                {"version": _VERSION, "nonce": self.nonce, "headers": self._headers, "logs": self._logs}
+            )
             self._dirty = False
-        with contextlib.suppress(OSError):
+        try:
             atomic_write(self._path, [data], durable=False)
+        except OSError:
+            self.nonce = "unsaved"  # matches no file: a summary built now is not bound to a stale one

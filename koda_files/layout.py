@@ -51,6 +51,8 @@ COMPACTION_LAYOUT = 2
 GITIGNORE_FILE = ".gitignore"
 GITIGNORE_TEXT = b"""# koda-files: derived and transient files; the history (.ids included) is tracked.
 /.index
+/.changes
+/.summary
 /.kv.lock
 .lock
 .access

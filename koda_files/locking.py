@@ -32,10 +32,16 @@ _live: weakref.WeakSet[FileMutex] = weakref.WeakSet()
 class FileMutex:
     """An exclusive lock named by a path; the file is created (0600) on first use."""
 
-    def __init__(self, path: Path, before_open: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        before_open: Callable[[], None] | None = None,
+        before_release: Callable[[], None] | None = None,
+    ) -> None:
         self.path = path
         self._path_str = str(path)
         self._before_open = before_open
+        self._before_release = before_release
         self._fd = -1
         self._key = (-1, -1)
         self._released_at = 0.0
@@ -97,8 +103,13 @@ class FileMutex:
             raise
 
     def release(self) -> None:
-        """Release the lock; the descriptor stays open for the next acquire."""
+        """Release the lock; the descriptor stays open for the next acquire.
+
+        `before_release` (which must not raise) runs first, still under the lock.
+        """
         try:
+            if self._before_release is not None:
+                self._before_release()
             if self._fd >= 0:
                 _unlock(self._fd)
         finally:

@@ -40,6 +40,7 @@ from .locking import FileMutex
 from .protocol import StrPath
 from .scan import largest_id
 from .session import SessionDir, encode_header
+from .summary import RootSummary
 from .types import Message
 
 __all__ = ["StoreRoot", "check_limit"]
@@ -65,6 +66,7 @@ class StoreRoot:
         self._handles_lock = threading.Lock()
         self._ids = IdAllocator(self.root / ".ids", self._largest_id)
         self._index = SessionIndex(self.root)
+        self._whole = RootSummary(self.root, self._index, self._session_ids, self._layout_once)
         # A store dropped without close() must not leak its descriptors (and flock owners).
         weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
         self._root_ready = False
@@ -152,6 +154,10 @@ class StoreRoot:
         self._ensure_root()
         if self._layout < version:
             self._write_layout(version)
+
+    def _layout_once(self) -> None:
+        if not self._layout_ok:
+            self._check_layout_once()
 
     def _check_layout_once(self) -> None:
         """Refuse, before any read or write, a root laid out by a newer koda-files."""

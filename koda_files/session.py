@@ -23,6 +23,7 @@ from .completion import HeaderFlag
 from .errors import KodaFilesError, SessionNotFoundError
 from .fileops import atomic_write, fsync_dir, open_append, read_file, sync, touch, truncate, unlink, write_all
 from .framing import iter_file_lines, iter_lines_backwards
+from .journal import JOURNAL, note_change
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
 from .messagelog import MessageLog, read_backwards
@@ -89,10 +90,19 @@ class SessionDir:
         self.messages_path = path / MESSAGES
         self._messages_str = str(self.messages_path)
         self.header_path = path / METADATA
+        self._header_str = str(self.header_path)
         self.todo_path = path / TODO
         self.access_path = path / ACCESS
         self._access_str = str(self.access_path)
-        self.mutex = FileMutex(path / LOCK_NAME, self._check_dir)
+        # Every write to a session happens under its lock: releasing it records the change
+        # in the root's journal, after the change and before another writer can make one.
+        self._journal = str(path.parent.parent / JOURNAL)
+        self._journal_line = session_id.encode() + b"\n"
+        self.mutex = FileMutex(path / LOCK_NAME, self._check_dir, self._note_if_changed)
+        # Under the lock: the log's and header's identity when it was taken (None: unknown,
+        # () : only an append counts), and whether this holder appended.
+        self._at_lock: tuple[tuple[int, int, int], ...] | None = None
+        self._appended = False
         self.log = MessageLog(session_id, self.messages_path)
         self.context = ContextCache()
         self.header_flag = HeaderFlag(self.header_path)
@@ -120,15 +130,35 @@ class SessionDir:
         if not self.is_dir():
             raise SessionNotFoundError(self.id)
 
-    def lock(self, *, polite: bool = False) -> None:
+    def lock(self, *, polite: bool = False, appending: bool = False) -> None:
         """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there.
 
-        `polite` is for rewrites: see `FileMutex.acquire`.
+        `polite` is for rewrites: see `FileMutex.acquire`. `appending`: the holder only appends
+        (the journal then needs no before-and-after stat of the files).
         """
         try:
             self.mutex.acquire(polite=polite)
         except FileNotFoundError:
             raise SessionNotFoundError(self.id) from None
+        self._at_lock = () if appending else self._file_keys()
+
+    def _file_keys(self) -> tuple[tuple[int, int, int], ...]:
+        keys = []
+        for path in (self._messages_str, self._header_str):
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                keys.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                keys.append((-1, -1, -1))
+        return tuple(keys)
+
+    def _note_if_changed(self) -> None:
+        # Runs as the lock is released: a holder that changed the log or the header (or whose
+        # start is unknown: a lock taken on the mutex itself) names the session in the journal.
+        at_lock, self._at_lock = self._at_lock, None
+        appended, self._appended = self._appended, False
+        if appended or at_lock is None or (at_lock and self._file_keys() != at_lock):
+            self.note_change()
 
     @contextlib.contextmanager
     def locked(self, *, polite: bool = False) -> Iterator[None]:
@@ -185,10 +215,15 @@ class SessionDir:
         One `utimensat` (no data, no lock, right across processes); an error (a read-only root,
         the session deleted meanwhile) only means the access is not recorded.
         """
-        try:  # noqa: SIM105 - try/except is cheaper than contextlib.suppress on this hot path
+        try:
             touch(self._access_str)
         except OSError:
-            pass
+            return
+        self.note_change()  # the last activity is part of the listing
+
+    def note_change(self) -> None:
+        """Name this session in the root's change journal (see `journal.py`); never raises."""
+        note_change(self._journal, self._journal_line)
 
     def parsed_messages(self) -> list[Message] | None:
         """The parsed log brought up to date, if this handle has parsed it; else None (nothing read).
@@ -285,6 +320,7 @@ class SessionDir:
             raise
         self._known = (ino, size + len(data))
         self._last_id = max(last_id, msg_id)
+        self._appended = True
         if ends_clean:
             with self.cache_lock:
                 self.log.note_append(line, size, ino, mtime_ns)

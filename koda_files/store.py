@@ -87,9 +87,21 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         return session_id
 
     def list_sessions(self, limit: int, project_root: StrPath) -> list[SessionInfo]:
-        """Sessions of `project_root` and sessions without one, newest first, at most `limit`."""
+        """Sessions of `project_root` and sessions without one, newest first, at most `limit`.
+
+        From the root summary (rows re-checked against their files); past its 50 newest per
+        project, or when a row changed by hand, from every session's files.
+        """
         check_limit(limit)
         wanted = os.path.abspath(os.fspath(project_root))
+        if limit == 0:
+            return []
+        rows = self._whole.sessions(wanted, limit)
+        if rows is not None:
+            return [SessionInfo(r[1], r[2], r[0], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        return self._list_sessions_scan(limit, wanted)
+
+    def _list_sessions_scan(self, limit: int, wanted: str) -> list[SessionInfo]:
         ids = self._session_ids()
         rows: list[tuple[str, str, dict[str, Any]]] = []
         for sid, header in self._index.headers(ids).items():
@@ -157,7 +169,7 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         # The hot path of the store: no context managers, one lock, one write.
         handle = self._acquire(session_id)
         try:
-            handle.lock()
+            handle.lock(appending=True)
             try:
                 msg_id = handle.append(line, self._ids.take)
             finally:
@@ -182,8 +194,17 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         return self._messages(session_id)
 
     def recent_user_messages(self, limit: int) -> list[str]:
-        """Non-empty user messages across all sessions, newest first, at most `limit`."""
+        """Non-empty user messages across all sessions, newest first, at most `limit`.
+
+        The newest 100 come from the root summary (each read again from its log); more, or one
+        changed by hand, are found by reading the logs newest first.
+        """
         check_limit(limit)
+        if limit == 0:
+            return []
+        answer = self._whole.recent_user_messages(limit)
+        if answer is not None:
+            return answer
         return user_messages(self._sessions_dir, self._session_ids(), limit)
 
     def _last_content(self, session_id: str, role: Role) -> str:
@@ -238,17 +259,12 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             return archived
 
     def compacted_stats(self) -> CompactedStats:
-        """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`."""
-        ids = self._session_ids()
-        summaries = [self._index.summary(sid) for sid in ids]
-        self._index.save(ids)
-        with_archive = [s for s in summaries if s.archived]
-        return CompactedStats(
-            sum(s.archived for s in with_archive),
-            len(with_archive),
-            sum(s.archived_bytes for s in with_archive),
-            min((s.oldest_archived for s in with_archive if s.oldest_archived), default=None),
-        )
+        """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`.
+
+        From the root summary: a hand edit to a session's log counts once the store next writes
+        to that session (or after `reindex`).
+        """
+        return self._whole.compacted_stats()
 
     def purge_compacted(self, min_age_days: int) -> int:
         """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
@@ -334,6 +350,10 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     def check(self, repair: bool = False) -> CheckReport:
         """Report damage and crash leftovers per session; `repair=True` quarantines and cleans them."""
         return check_store(self, repair)
+
+    def reindex(self) -> None:
+        """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
+        self._whole.rebuild()
 
 
 def _text_or_none(value: object) -> str | None:

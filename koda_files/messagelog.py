@@ -335,7 +335,11 @@ class MessageLog:
         """Apply an annotation to the earlier message with its id (see `Completion`)."""
         index = self.where.get(note.id)
         if index is None:
-            return  # no such message before it (or above `first`): kept on disk, changes nothing
+            # No such message before it: kept on disk, changes nothing. Above `first`, though, it
+            # may mark an archived message (a hint is born complete, so never marked): a mark.
+            if self.first > 0 and note.completed_at is not None:
+                self.marked += 1
+            return
         message = self.messages[index]
         fields = note_fields(note, message)
         patched = apply_note(message, note)

@@ -103,8 +103,9 @@ def compact_lines(
             if kind == NOTE:
                 assert type(entry) is Completion
                 target = messages.get(entry.id)
-                if target is not None and entry.completed_at is not None:
-                    tracks = tracks or counts_as_mark(target.role, target.content)
+                if entry.completed_at is not None and (target is not None or last is not None):
+                    # A mark of an archived message (above `last`) counts as `MessageLog` counts it.
+                    tracks = tracks or target is None or counts_as_mark(target.role, target.content)
             elif kind in (MESSAGE, COMPACTION):
                 assert type(entry) is Message
                 messages[entry.id] = entry

@@ -102,9 +102,10 @@ class MSession:
     title: str | None = None
     mode: str | None = None
     flagged: bool = False  # created once the root had seen a completion mark
+    sticky: bool = False  # compacted while tracking: the summary line records it, purge or not
 
     def tracking(self) -> bool:
-        return self.flagged or any(m.completed and not m.hint for m in self.messages)
+        return self.flagged or self.sticky or any(m.completed and not m.hint for m in self.messages)
 
 
 def _tokens(usage: TokenUsage | None) -> Tokens:
@@ -266,6 +267,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert got == n
         if n == 0:
             return
+        self.model[sid].sticky |= self.model[sid].tracking()
         for m in active[:n]:
             m.archived = True
         tail = active[n:]

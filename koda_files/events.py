@@ -8,7 +8,6 @@ id counter, so they are unique in the store and increase in insertion order with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import orjson
 
 from .codec import check_text
-from .fileops import open_append, read_file, sync, truncate, write_all
+from .fileops import append_whole, open_append, read_file
 from .layout import utc_now, validate_session_id
 from .root import StoreRoot
 from .types import SessionEvent
@@ -96,15 +95,7 @@ class EventsMixin(StoreRoot):
             data = b"\n" + line if raw and not raw.endswith(b"\n") else line
             fd, st = open_append(path, durable=s.durable)
             try:
-                size = st.st_size
-                try:
-                    write_all(fd, data)
-                    if s.durable:
-                        sync(fd)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        truncate(fd, size)
-                    raise
+                append_whole(fd, data, st.st_size, durable=s.durable)
             finally:
                 os.close(fd)
         return event_id

@@ -21,7 +21,7 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "append_note",
-    "atomic_splice",
+    "append_whole",
     "atomic_write",
     "create_empty",
     "fsync_dir",
@@ -40,7 +40,6 @@ __all__ = [
     "sync_path",
     "temp_name",
     "touch",
-    "truncate",
     "unlink",
     "write_all",
     "write_at",
@@ -145,54 +144,6 @@ def _create_exclusive(path: Path) -> int:
     return fd
 
 
-def write_temp(target: Path, chunks: Iterable[bytes], *, durable: bool = True) -> Path:
-    """Write `chunks` to a new dot-file beside `target` (synced if `durable`) and return its path.
-
-    Nothing is renamed; on any error the temp file is removed.
-    """
-    tmp = target.parent / temp_name(target.name)
-    fd = _create_exclusive(tmp)
-    try:
-        try:
-            # Rewrites yield a line at a time: gather them, one write per megabyte, not per line.
-            pending: list[bytes] = []
-            size = 0
-            for chunk in chunks:
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= _WRITE_BATCH:
-                    write_all(fd, b"".join(pending))
-                    pending, size = [], 0
-            if pending:
-                write_all(fd, b"".join(pending))
-            if durable:
-                sync(fd)
-        finally:
-            os.close(fd)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return tmp
-
-
-def atomic_write(path: Path, chunks: Iterable[bytes], *, durable: bool = True) -> None:
-    """Replace `path` by `chunks`: temp file in the same directory, fsync, rename, fsync the dir.
-
-    A reader sees the old file or the new one, never a mix; on any error the temp file is removed
-    and `path` is unchanged.
-    """
-    tmp = write_temp(path, chunks, durable=durable)
-    try:
-        rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
 Piece = bytes | tuple[int, int, int]  # bytes to write, or (descriptor, offset, length) to copy
 
 
@@ -213,22 +164,48 @@ def _copy_range(src: int, dst: int, offset: int, length: int) -> None:
         length -= done
 
 
-def atomic_splice(path: Path, pieces: Iterable[Piece], *, durable: bool = True) -> None:
-    """`atomic_write` of new bytes and ranges copied from open files, in order (a rewrite that
-    copies most of a file unchanged: the copied bytes never pass through Python)."""
-    tmp = path.parent / temp_name(path.name)
+def write_temp(target: Path, pieces: Iterable[Piece], *, durable: bool = True) -> Path:
+    """Write `pieces` (bytes, or ranges copied from open files) to a new dot-file beside `target`
+    (synced if `durable`) and return its path. Nothing is renamed; on any error it is removed."""
+    tmp = target.parent / temp_name(target.name)
     fd = _create_exclusive(tmp)
     try:
         try:
+            # Rewrites yield a line at a time: gather them, one write per megabyte, not per line.
+            pending: list[bytes] = []
+            size = 0
             for piece in pieces:
-                if isinstance(piece, bytes):
-                    write_all(fd, piece)
-                else:
+                if not isinstance(piece, bytes):
+                    write_all(fd, b"".join(pending))
+                    pending, size = [], 0
                     _copy_range(piece[0], fd, piece[1], piece[2])
+                    continue
+                pending.append(piece)
+                size += len(piece)
+                if size >= _WRITE_BATCH:
+                    write_all(fd, b"".join(pending))
+                    pending, size = [], 0
+            if pending:
+                write_all(fd, b"".join(pending))
             if durable:
                 sync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, pieces: Iterable[Piece], *, durable: bool = True) -> None:
+    """Replace `path` by `pieces`: temp file in the same directory, fsync, rename, fsync the dir.
+
+    A reader sees the old file or the new one, never a mix; on any error the temp file is removed
+    and `path` is unchanged. A piece copied from an open file never passes through Python.
+    """
+    tmp = write_temp(path, pieces, durable=durable)
+    try:
         rename(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -236,6 +213,19 @@ def atomic_splice(path: Path, pieces: Iterable[Piece], *, durable: bool = True) 
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def append_whole(fd: int, data: bytes, size: int, *, durable: bool) -> None:
+    """Append `data` to a file of `size` bytes opened for appending, synced if `durable`; on any
+    error the file is cut back to `size`, so nothing partial stays visible."""
+    try:
+        write_all(fd, data)
+        if durable:
+            sync(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
 
 
 def open_read(path: str | os.PathLike[str]) -> int:
@@ -377,8 +367,3 @@ def write_at(fd: int, data: bytes, offset: int) -> None:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
-
-
-def truncate(fd: int, size: int) -> None:
-    """Cut a file back to `size`, undoing a write that failed half-way."""
-    os.ftruncate(fd, size)

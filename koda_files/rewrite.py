@@ -36,7 +36,7 @@ from .classify import (
 from .codec import ARCHIVED_MARK, Completion, with_id
 from .completion import COMPACTION_HINT, counts_as_mark
 from .errors import KodaFilesError
-from .fileops import Piece, atomic_splice, open_read, set_mtime
+from .fileops import Piece, atomic_write, open_read, set_mtime
 from .framing import body, iter_raw_lines, lines_containing
 from .layout import parse_time, utc_now
 from .sanitize import CallOwners, group_start
@@ -125,7 +125,7 @@ def compact_lines(
         inserted = with_id(records[0], first) + with_id(records[1], first + 1)
         cut = active[archived]
         pieces: list[Piece] = [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)]
-        atomic_splice(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+        atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
         return archived
     finally:
         os.close(fd)
@@ -207,7 +207,7 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
             pieces.append((fd, at, offset - at))
             at = min(size, offset + drop_lines[offset])
         pieces.append((fd, at, size - at))
-        atomic_splice(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+        atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
     finally:
         os.close(fd)
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).

@@ -21,7 +21,7 @@ from .classify import classify
 from .codec import with_id
 from .completion import HeaderFlag
 from .errors import KodaFilesError, SessionNotFoundError
-from .fileops import atomic_write, fsync_dir, open_append, read_file, sync, touch, truncate, unlink, write_all
+from .fileops import append_whole, atomic_write, fsync_dir, open_append, read_file, touch, unlink
 from .framing import iter_file_lines, iter_lines_backwards
 from .journal import JOURNAL, note_change
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
@@ -310,12 +310,8 @@ class SessionDir:
         line, msg_id = build(last_id)
         data = line if ends_clean else b"\n" + line
         try:
-            write_all(fd, data)
-            if self.durable:
-                sync(fd)
+            append_whole(fd, data, size, durable=self.durable)
         except BaseException:
-            with contextlib.suppress(OSError):
-                truncate(fd, size)
             self._known = (-1, -1)
             raise
         self._known = (ino, size + len(data))

@@ -198,11 +198,13 @@ def write_temp(target: Path, pieces: Iterable[Piece], *, durable: bool = True) -
     return tmp
 
 
-def atomic_write(path: Path, pieces: Iterable[Piece], *, durable: bool = True) -> None:
+def atomic_write(path: Path, pieces: Iterable[Piece], *, durable: bool = True, sync_dir: bool | None = None) -> None:
     """Replace `path` by `pieces`: temp file in the same directory, fsync, rename, fsync the dir.
 
     A reader sees the old file or the new one, never a mix; on any error the temp file is removed
     and `path` is unchanged. A piece copied from an open file never passes through Python.
+    `sync_dir=False` (default: `durable`) skips the directory sync: after a power cut the rename
+    may then be undone, but it stays all-or-nothing, since the file was synced before it.
     """
     tmp = write_temp(path, pieces, durable=durable)
     try:
@@ -211,7 +213,7 @@ def atomic_write(path: Path, pieces: Iterable[Piece], *, durable: bool = True) -
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable if sync_dir is None else sync_dir:
         fsync_dir(path.parent)
 
 

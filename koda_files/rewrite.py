@@ -62,6 +62,12 @@ def _records(summary: str, now: str, tracks_completion: bool) -> list[bytes]:
     return [orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in (line, hint)]
 
 
+def _replace(s: SessionDir, before: os.stat_result, pieces: list[Piece]) -> None:
+    """Replace the log by `pieces` unless someone edited it meanwhile. In "flush" mode without
+    the directory sync: a power cut may undo the rename, never leave half of it."""
+    atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)), sync_dir=s.durable)
+
+
 def _unchanged(s: SessionDir, before: os.stat_result) -> Iterator[Piece]:
     """A last piece that checks, once everything is copied, that nobody edited the file meanwhile."""
     now = os.stat(s.messages_path, follow_symlinks=False)
@@ -125,7 +131,7 @@ def compact_lines(
         inserted = with_id(records[0], first) + with_id(records[1], first + 1)
         cut = active[archived]
         pieces: list[Piece] = [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)]
-        atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+        _replace(s, before, pieces)
         return archived
     finally:
         os.close(fd)
@@ -207,7 +213,7 @@ def purge_lines(s: SessionDir, min_age_days: int) -> int:
             pieces.append((fd, at, offset - at))
             at = min(size, offset + drop_lines[offset])
         pieces.append((fd, at, size - at))
-        atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)))
+        _replace(s, before, pieces)
     finally:
         os.close(fd)
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).

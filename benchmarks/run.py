@@ -774,6 +774,10 @@ class Bench:
             for n in (200, 210):
                 small_sids[kind, n] = s.create_session("main", PROJECT)
                 insert_all(s, small_sids[kind, n], conversation(n, seed=10))
+            # A first compaction in a root raises its layout marker, once: done here, as in `big`.
+            other = s.create_session("main", PROJECT)
+            insert_all(s, other, conversation(20, seed=11))
+            s.compact_session(other, SUMMARY, 8)
             close_store(s)
         label = f"{archived} archived + 200 active"
         load_big = self.cold_load(f"load_context {label}, cold (new store)", big, big_sids)

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: `koda_files.FileStore` against koda's SQLite design (`sqlite_ref.py`).
 
-    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...]
+    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...] [--history]
 
 Every workload of issue 4 runs against both stores in the same process, repetitions
 interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
 workload it prints the median of the file store, the median of SQLite, the ratio SQLite / files
 (above 1: the files are faster) and, where there is an obvious one, the raw floor (the same
 bytes written with `os.write` to an open file; the same lines read and `orjson.loads`-ed).
+A compacted session with a long archived history (2,000 archived + 210 active, and
+100,000 + 200) is loaded cold and compacted again; the cost bars compare the latter with a
+session without history (compaction with and without its byte copy, cold `load_context`).
 At the end: the geometric mean of the ratios, the tail check (the `last_*` queries on a short
 and on a long session) and, with `--big`, the peak RSS of compaction and purge on a ~200 MB
 session, measured in child processes.
@@ -26,6 +29,7 @@ import math
 import os
 import platform
 import random
+import re
 import resource
 import secrets
 import shutil
@@ -84,6 +88,17 @@ def close_store(store: object) -> None:
 def copy_loc(src: Path, dst: Path) -> None:
     """A fresh copy of a store's directory (every store object on `src` must be closed)."""
     shutil.copytree(src, dst, symlinks=True)
+
+
+def settle(loc: Path) -> None:
+    """Sync every file under `loc` (a fresh copy), so its write-back is not timed with what follows."""
+    for path in loc.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def messages_file(root: Path, session_id: str) -> Path:
@@ -309,55 +324,122 @@ class DirectFiles:
 
     The root comes from the store itself (marker, `sessions/`); each session gets `metadata.json`
     from `encode_header`, a log of `encode_new` lines with ids from one counter, and, when
-    compacted, the lines `compact_session(sid, SUMMARY, 8)` writes (archived lines marked with
-    `compacted_at`, then the summary and the hint before the 8 kept). `.ids` ends above them.
+    compacted, the lines `compact_session(sid, SUMMARY, preserve)` writes: with the installed
+    koda_files' layout (the summary line recording the compaction before the kept tail, the
+    marker raised; or, before that layout, archived lines marked with `compacted_at`), keeping
+    call groups whole as the store does. `.ids` ends above them. `same_as_store` checks the claim.
     """
 
     def __init__(self, root: Path) -> None:
         from koda_files.root import StoreRoot
 
-        StoreRoot(root)._ensure_root()
+        self.store_root = StoreRoot(root)
+        self.store_root._ensure_root()
         self.root = root
         self.next_id = 1
         self.journal = [secrets.token_hex(16).encode()]  # `.changes`: a line per locked write
+        try:
+            from koda_files.layout import COMPACTION_LAYOUT
+        except ImportError:  # a koda_files that rewrites archived lines
+            COMPACTION_LAYOUT = 0
+        self.compaction_layout = COMPACTION_LAYOUT
 
-    def session(self, project: str, msgs: Sequence[MsgSpec], compact: bool) -> None:
-        from koda_files.codec import add_field, encode_new, encode_record, field_suffix, with_id
+    def session(self, project: str, msgs: Sequence[MsgSpec], preserve: int | None = None) -> str:
+        """A new session of `msgs`, compacted keeping the last `preserve` (None: not compacted); its id."""
+        from koda_files.codec import encode_new, with_id
         from koda_files.layout import new_session_id, utc_now
-        from koda_files.rewrite import COMPACTION_HINT
+        from koda_files.sanitize import CallOwners, group_start
         from koda_files.session import encode_header
 
         sid = new_session_id()
         header = {"agent_name": "main", "created_at": utc_now(), "id": sid, "metadata": {}, "project_root": project}
         lines = []
+        owners = CallOwners()
+        owner_of = []
         for role, content, tool_calls, tool_call_id, usage in msgs:
             line = with_id(encode_new(role, content, tool_calls, tool_call_id, usage, None, utc_now()), self.next_id)
             lines.append(line[:-1])  # without its newline
+            owner_of.append(owners.feed(role, tool_calls, tool_call_id))
             self.next_id += 1
-        if compact and len(lines) > 8:
-            now = utc_now()
-            archived = field_suffix("compacted_at", now)
-            first = self.next_id
-            self.next_id += 2
-            inserted = [
-                encode_record(first, Role.SYSTEM, SUMMARY, None, None, None, None, now)[:-1],
-                encode_record(first + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now)[:-1],
-            ]
-            cut = len(lines) - 8
-            lines = [add_field(line, archived) for line in lines[:cut]] + inserted + lines[cut:]
-        self.journal += [sid.encode()] * (len(msgs) + (1 if compact else 0))
+        writes = len(msgs)
+        cut = group_start(owner_of, max(0, len(lines) - preserve)) if preserve is not None else 0
+        if cut > 0:
+            lines = self._compacted(lines, cut)
+            writes += 1
+        self.journal += [sid.encode()] * writes
         directory = self.root / "sessions" / sid
         os.mkdir(directory, 0o700)
         for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", b"\n".join(lines) + b"\n")):
             fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+        return sid
+
+    def _compacted(self, lines: list[bytes], cut: int) -> list[bytes]:
+        """`lines` after a compaction archiving the first `cut` of them."""
+        from koda_files.codec import add_field, encode_record, field_suffix, fold_fields, with_id
+        from koda_files.layout import utc_now
+        from koda_files.rewrite import COMPACTION_HINT
+
+        first = self.next_id
+        self.next_id += 2
+        now = utc_now()
+        if self.compaction_layout:
+            from koda_files.rewrite import _records  # the store's own encoder of the two lines
+
+            self.store_root._ensure_layout(self.compaction_layout)
+            summary, hint = _records(SUMMARY, now, False)
+            inserted = [with_id(summary, first)[:-1], with_id(hint, first + 1)[:-1]]
+            return lines[:cut] + inserted + lines[cut:]
+        hint = encode_record(first + 1, Role.ASSISTANT, COMPACTION_HINT, None, None, None, None, now)[:-1]
+        inserted = [
+            encode_record(first, Role.SYSTEM, SUMMARY, None, None, None, None, now)[:-1],
+            fold_fields(hint, {"completed_at": now}),
+        ]
+        archived = field_suffix("compacted_at", now)
+        return [add_field(line, archived) for line in lines[:cut]] + inserted + lines[cut:]
 
     def finish(self) -> None:
         with open(self.root / ".ids", "wb") as f:
             f.write(b"%020d\n" % self.next_id)
-        with open(self.root / ".changes", "wb") as f:
-            f.write(b"\n".join(self.journal) + b"\n")
+        if importlib.util.find_spec("koda_files.journal") is not None:
+            with open(self.root / ".changes", "wb") as f:
+                f.write(b"\n".join(self.journal) + b"\n")
+
+
+_STAMP = re.compile(rb'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"')
+_ID = re.compile(rb'"id":\s*\d+')
+
+
+def _normal(data: bytes, sid: str) -> bytes:
+    """A session file with its times, message ids and session id blanked, to compare writers."""
+    return _ID.sub(b'"id":0', _STAMP.sub(b'"T"', data.replace(sid.encode(), b"SID")))
+
+
+def same_as_store(tmp: Path, checks: Checks) -> None:
+    """Cross-check `DirectFiles` against the store: the same sessions through the API and written
+    directly, compacted with every `preserve` from 0 up (call groups split and not), must match."""
+    msgs = conversation(24, seed=9)
+    api_root, direct_root = tmp / "direct-check-api", tmp / "direct-check-direct"
+    api = FileStore(root=api_root)
+    direct = DirectFiles(direct_root)
+    for preserve in (None, *range(0, 26, 3)):
+        sid = api.create_session("main", PROJECT)
+        insert_all(api, sid, msgs)
+        if preserve is not None:
+            api.compact_session(sid, SUMMARY, preserve)
+        did = direct.session(PROJECT, msgs, preserve)
+        for name in ("metadata.json", "messages.jsonl"):
+            got = _normal((direct_root / "sessions" / did / name).read_bytes(), did)
+            want = _normal((api_root / "sessions" / sid / name).read_bytes(), sid)
+            checks.same(f"direct writer = store: {name}, preserve {preserve}", got, want)
+    direct.finish()
+    api.close()
+    marker = "koda-files.json"
+    got, want = (direct_root / marker).read_bytes(), (api_root / marker).read_bytes()
+    checks.same(f"direct writer = store: {marker}", got, want)
+    shutil.rmtree(api_root)
+    shutil.rmtree(direct_root)
 
 
 # ── the benchmark ───────────────────────────────────────────────────────────
@@ -586,7 +668,163 @@ class Bench:
         self.checks.same("compact_session (warm)", warm_answers["files"], warm_answers["sqlite"])
         self.add(r)
 
+    # a long archived history: cold load_context, compaction, the cost bars ----
+
+    def history(self, archived: int, active: int, seed: int) -> tuple[dict[Kind, Path], dict[Kind, str]]:
+        """Both stores holding one session compacted so that exactly `archived` messages are
+        archived and `active` are active (summary and hint included), built fast: the files
+        written directly (`DirectFiles`), SQLite's rows inserted in one transaction."""
+        # The kept part is a conversation of its own, so no call group spans the cut.
+        msgs = conversation(archived, seed) + conversation(active - 2, seed + 1)
+        locs: dict[Kind, Path] = {}
+        sids: dict[Kind, str] = {}
+        for kind in KINDS:
+            locs[kind] = self.fresh(f"history-{kind}")
+        files = DirectFiles(locs["files"])
+        sids["files"] = files.session(PROJECT, msgs, active - 2)
+        files.finish()
+        s = open_store("sqlite", locs["sqlite"])
+        assert isinstance(s, SqliteStore)
+        sids["sqlite"] = s.create_session("main", PROJECT)
+        s._conn.execute("BEGIN")
+        insert_all(s, sids["sqlite"], msgs)
+        s._conn.execute("COMMIT")
+        got = s.compact_session(sids["sqlite"], SUMMARY, active - 2)
+        assert got == archived, (got, archived)
+        close_store(s)
+        return locs, sids
+
+    def cold_load(self, name: str, locs: dict[Kind, Path], sids: dict[Kind, str]) -> Result:
+        """`load_context` by a new store object on the root, both stores, cross-checked."""
+        r = Result(name)
+        out: dict[Kind, Any] = {}
+        for rep in range(self.repeat):
+            for kind in order(rep):
+                holder: list[Persistence] = []
+
+                def cold(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                    s = open_store(kind, locs[kind])
+                    holder.append(s)
+                    out[kind] = s.load_context(sids[kind])
+
+                r.samples(kind).append(timed(cold))
+                close_store(holder[0])
+        self.checks.same(name, context_key(out["files"], True), context_key(out["sqlite"], True))
+        return self.add(r)
+
+    def cold_compact(
+        self, name: str, locs: dict[Kind, Path], sids: dict[Kind, str], copy_alone: list[float] | None = None
+    ) -> Result:
+        """`compact_session(sid, SUMMARY, 8)` by a new store on a fresh copy of the root, both stores.
+
+        The copy is synced before the timed call, so its write-back does not land in the
+        compaction's fsync. `copy_alone`: also time the store's atomic rewrite copying the
+        session's whole log unchanged (the byte copy a compaction does, alone), where it has one.
+        """
+        r = Result(name)
+        answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
+        splice = getattr(importlib.import_module("koda_files.fileops"), "atomic_splice", None)
+        for rep in range(self.repeat):
+            for kind in order(rep):
+                loc = self.fresh(f"compact-history-{kind}")
+                copy_loc(locs[kind], loc)
+                settle(loc)
+                s = open_store(kind, loc)
+                sid = sids[kind]
+                r.samples(kind).append(timed(call_into, answers[kind], s.compact_session, sid, SUMMARY, 8))
+                if rep == 0:
+                    answers[kind].append(context_key(s.load_context(sid), hint_free=True))
+                close_store(s)
+                shutil.rmtree(loc)
+            if copy_alone is not None and splice is not None:
+                # As in a compaction, the new copy replaces an old file of the same size, which is
+                # freed then: that is part of the copy's cost too.
+                path = messages_file(locs["files"], sids["files"])
+                scratch = path.parent / "copy-alone.jsonl"
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    whole = [(fd, 0, os.fstat(fd).st_size)]
+                    splice(scratch, whole)
+                    copy_alone.append(timed(splice, scratch, whole))
+                finally:
+                    os.close(fd)
+                    scratch.unlink()
+        self.checks.same(name, answers["files"], answers["sqlite"])
+        return self.add(r)
+
+    def long_history(self) -> None:
+        """The issue's workloads on a compacted session with a long archived history."""
+        archived = self.n(2_000, 100)
+        locs, sids = self.history(archived, 210, seed=7)
+        label = f"{archived} archived + 210 active"
+        self.cold_load(f"load_context {label}, cold (new store)", locs, sids)
+        self.cold_compact(f"compact_session {label} (preserve 8), cold store", locs, sids)
+        for loc in locs.values():
+            shutil.rmtree(loc)
+
+    def cost_bars(self) -> None:
+        """Compaction and cold load of 100,000 archived + 200 active against a session without history."""
+        archived = self.n(100_000, 1000)
+        big, big_sids = self.history(archived, 200, seed=8)
+        small: dict[Kind, Path] = {}
+        small_sids: dict[tuple[Kind, int], str] = {}
+        for kind in KINDS:
+            small[kind] = self.fresh(f"bars-small-{kind}")
+            s = open_store(kind, small[kind])
+            for n in (200, 210):
+                small_sids[kind, n] = s.create_session("main", PROJECT)
+                insert_all(s, small_sids[kind, n], conversation(n, seed=10))
+            # A first compaction in a root raises its layout marker, once: done here, as in `big`.
+            other = s.create_session("main", PROJECT)
+            insert_all(s, other, conversation(20, seed=11))
+            s.compact_session(other, SUMMARY, 8)
+            close_store(s)
+        label = f"{archived} archived + 200 active"
+        load_big = self.cold_load(f"load_context {label}, cold (new store)", big, big_sids)
+        load_small = self.cold_load(
+            "load_context 210 msgs, cold (new store)", small, {k: small_sids[k, 210] for k in KINDS}
+        )
+        copies: list[float] = []
+        compact_big = self.cold_compact(f"compact_session {label} (preserve 8), cold store", big, big_sids, copies)
+        compact_small = self.cold_compact(
+            "compact_session 200 msgs (preserve 8), cold store", small, {k: small_sids[k, 200] for k in KINDS}
+        )
+        size = messages_file(big["files"], big_sids["files"]).stat().st_size
+        info: dict[str, Any] = {"archived": archived, "log_bytes": size}
+        print(f"\n  cost bars: {label} ({size / 2**20:.1f} MB log) against a session without history")
+        for kind in KINDS:
+            c_big, c_small = compact_big.median(kind), compact_small.median(kind)
+            l_big, l_small = load_big.median(kind), load_small.median(kind)
+            line = (
+                f"    {kind:<6} compact {fmt_t(c_small):>9} -> {fmt_t(c_big):>9} x{c_big / c_small:5.2f}"
+                f"   cold load_context {fmt_t(l_small):>9} -> {fmt_t(l_big):>9} x{l_big / l_small:5.2f}"
+            )
+            entry: dict[str, Any] = {
+                "compact_small_s": c_small, "compact_big_s": c_big, "compact_big_over_small": c_big / c_small,
+                "load_small_s": l_small, "load_big_s": l_big, "load_big_over_small": l_big / l_small,
+            }  # fmt: skip
+            if kind == "files" and copies:
+                copy = statistics.median(copies)
+                # paired: each compaction less the copy timed right after it, on the same file
+                without = statistics.median(c - k for c, k in zip(compact_big.files, copies, strict=True)) / c_small
+                line += (
+                    f"\n           byte copy alone (atomic rewrite of the whole log over an old one) {fmt_t(copy)},"
+                    f" {copy / c_big:.0%} of the compaction; without it x{without:5.2f}"
+                )
+                entry.update(copy_alone_s=copy, copy_share=copy / c_big, compact_without_copy_over_small=without)
+            print(line, flush=True)
+            info[kind] = entry
+        print("    bars (files): compaction without the copy, and cold load_context, within 2x")
+        self.extra["cost_bars"] = info
+        for loc in (*big.values(), *small.values()):
+            shutil.rmtree(loc)
+
     # many sessions: list, recent, stats, purge --------------------------------
+
+    def same_as_store(self) -> None:
+        tmp = self.fresh("direct-check")
+        tmp.mkdir()
+        same_as_store(tmp, self.checks)
 
     def many_sessions(self, count: int) -> None:
         per = 20
@@ -606,7 +844,7 @@ class Bench:
             insert_all(stores["sqlite"], sid, msgs)
             if i % 3 == 0:
                 stores["sqlite"].compact_session(sid, SUMMARY, 8)
-            files.session(project, msgs, compact=i % 3 == 0)
+            files.session(project, msgs, 8 if i % 3 == 0 else None)
         files.finish()
         for kind in KINDS:
             close_store(stores[kind])
@@ -860,6 +1098,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help="run only the whole-store workloads, at N sessions each (default: the whole run, at 100, 1000, 10000)",
     )
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="run only the long-history workloads and the cost bars (with --sessions: those too)",
+    )
     args = p.parse_args(argv)
     if args.scale <= 0 or args.repeat < 1:
         p.error("--scale must be > 0 and --repeat >= 1")
@@ -876,13 +1119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="koda-bench-", dir=args.tmp) as tmp:
         b = Bench(Path(tmp), args.scale, args.repeat)
-        if args.sessions:
-            for count in args.sessions:
+        if args.sessions or args.history:
+            if args.history:
+                b.same_as_store()
+                b.long_history()
+                b.cost_bars()
+            for count in args.sessions or ():
                 b.many_sessions(count)
         else:
+            b.same_as_store()
             b.insert("flush")
             b.insert("fsync")
             b.long_session()
+            b.long_history()
+            b.cost_bars()
             for count in (100, 1000, 10000):
                 b.many_sessions(b.n(count, 30))
             b.tail()

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -37,7 +37,7 @@ from .codec import ARCHIVED_MARK, Completion, with_id
 from .completion import COMPACTION_HINT, counts_as_mark
 from .errors import KodaFilesError
 from .fileops import Piece, atomic_write, open_read, set_mtime
-from .framing import body, iter_raw_lines, lines_containing
+from .framing import body, iter_lines_backwards, iter_raw_lines, lines_containing
 from .layout import parse_time, utc_now
 from .sanitize import CallOwners, group_start
 from .session import SessionDir
@@ -77,6 +77,64 @@ def _unchanged(s: SessionDir, before: os.stat_result) -> Iterator[Piece]:
     yield from ()
 
 
+class _Active(NamedTuple):
+    """What compaction needs of a log's active part."""
+
+    owners: list[int]  # per active message: the index of the assistant owning it (a result), or -1
+    offsets: list[int] | None  # per active message: where its line starts (None: not known)
+    largest: int  # the largest id seen
+    tracks: bool  # the session tracks completion
+
+
+def _from_cache(s: SessionDir, before: os.stat_result) -> _Active | None:
+    """From the session's parsed log, when it is the file as it is now: nothing to decode."""
+    if not s.log.exists:
+        return None
+    with s.cache_lock:
+        log = s.refresh()
+        if not log.matches(before):
+            return None
+        s.context.update(log.active, log.generation, log.patched, s.tracks_completion())
+        return _Active(s.context.owners(), None, log.largest_id, s.tracks_completion())
+
+
+def _from_file(fd: int, before: os.stat_result, session_id: str, tracks_header: bool) -> _Active:
+    """Read backwards to the last compaction line and parse what follows (what is active)."""
+    last = last_compaction(fd, before.st_size, session_id)
+    tracks = tracks_header or (last is not None and last.tracks_completion)
+    offsets: list[int] = []
+    owners = CallOwners()
+    owner_of: list[int] = []
+    messages: dict[int, Message] = {}
+    for offset, raw in iter_raw_lines(fd, last.offset if last is not None else 0):
+        kind, entry = classify(body(raw, offset == 0), session_id)
+        if kind == NOTE:
+            assert type(entry) is Completion
+            target = messages.get(entry.id)
+            if entry.completed_at is not None and (target is not None or last is not None):
+                # A mark of an archived message (above `last`) counts as `MessageLog` counts it.
+                tracks = tracks or target is None or counts_as_mark(target.role, target.content)
+        elif kind in (MESSAGE, COMPACTION):
+            assert type(entry) is Message
+            messages[entry.id] = entry
+            tracks = tracks or (entry.completed_at is not None and counts_as_mark(entry.role, entry.content))
+            if entry.compacted_at is None:
+                offsets.append(offset)
+                owner_of.append(owners.feed(entry.role, entry.tool_calls, entry.tool_call_id))
+    return _Active(owner_of, offsets, max(messages, default=0), tracks)
+
+
+def _tail_start(fd: int, size: int, session_id: str, count: int) -> int:
+    """Where the line of the `count`-th active message from the end starts (reading only those)."""
+    for offset, line in iter_lines_backwards(fd, size):
+        kind, entry = classify(line, session_id)
+        if kind in (MESSAGE, COMPACTION) and type(entry) is Message and entry.compacted_at is None:
+            count -= 1
+            if count == 0:
+                return offset
+    raise KodaFilesError(f"session {session_id!r}: the log changed during the compaction; retry")
+
+
 def compact_lines(
     s: SessionDir,
     summary: str,
@@ -90,7 +148,8 @@ def compact_lines(
     A kept tail that would start inside a call group (an assistant turn and its results) keeps
     the whole group, so fewer are archived. Returns how many were archived (0: nothing written).
     `tracks_header`: the session's header says it tracks completion (recorded on the summary).
-    `before_write` runs once it is sure to write (it raises the root's layout marker).
+    `before_write` runs once it is sure to write (it raises the root's layout marker). A session
+    in use costs no parse: its log is cached; a cold one is parsed from its last compaction on.
     """
     try:
         fd = open_read(s.messages_path)
@@ -98,40 +157,23 @@ def compact_lines(
         return 0  # a missing log reads as no messages: nothing to archive
     try:
         before = os.fstat(fd)
-        last = last_compaction(fd, before.st_size, s.id)
-        tracks = tracks_header or (last is not None and last.tracks_completion)
-        active: list[int] = []  # line offset of each active message
-        owners = CallOwners()
-        owner_of: list[int] = []
-        messages: dict[int, Message] = {}
-        for offset, raw in iter_raw_lines(fd, last.offset if last is not None else 0):
-            kind, entry = classify(body(raw, offset == 0), s.id)
-            if kind == NOTE:
-                assert type(entry) is Completion
-                target = messages.get(entry.id)
-                if entry.completed_at is not None and (target is not None or last is not None):
-                    # A mark of an archived message (above `last`) counts as `MessageLog` counts it.
-                    tracks = tracks or target is None or counts_as_mark(target.role, target.content)
-            elif kind in (MESSAGE, COMPACTION):
-                assert type(entry) is Message
-                messages[entry.id] = entry
-                tracks = tracks or (entry.completed_at is not None and counts_as_mark(entry.role, entry.content))
-                if entry.compacted_at is None:
-                    active.append(offset)
-                    owner_of.append(owners.feed(entry.role, entry.tool_calls, entry.tool_call_id))
-        archived = group_start(owner_of, max(0, len(active) - preserve))
+        active = _from_cache(s, before) or _from_file(fd, before, s.id, tracks_header)
+        count = len(active.owners)
+        archived = group_start(active.owners, max(0, count - preserve))
         if archived <= 0:
             return 0
         before_write()
-        records = _records(summary, utc_now(), tracks)
-        if archived == len(active):
+        records = _records(summary, utc_now(), active.tracks or tracks_header)
+        if archived == count:
             s.append_many(records, take_ids)  # nothing kept: the two lines go at the end
             return archived
-        first = take_ids(max(messages, default=0) + 1, 2)
+        first = take_ids(active.largest + 1, 2)
         inserted = with_id(records[0], first) + with_id(records[1], first + 1)
-        cut = active[archived]
-        pieces: list[Piece] = [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)]
-        _replace(s, before, pieces)
+        if active.offsets is not None:
+            cut = active.offsets[archived]
+        else:
+            cut = _tail_start(fd, before.st_size, s.id, count - archived)
+        _replace(s, before, [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)])
         return archived
     finally:
         os.close(fd)

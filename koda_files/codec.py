@@ -7,7 +7,8 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -28,6 +29,7 @@ __all__ = [
     "check_text",
     "decode_entry",
     "decode_line",
+    "decode_lines",
     "encode_completion",
     "encode_new",
     "encode_record",
@@ -35,6 +37,7 @@ __all__ = [
     "field_suffix",
     "fold_fields",
     "note_fields",
+    "replace_fields",
     "with_id",
 ]
 
@@ -188,9 +191,59 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **{f: (str, _NONE) for f in _TEXT_FIELDS},
     **{f: (int, _NONE) for f in TOKEN_FIELDS},
 }
-_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
-_BLANK: dict[str, Any] = dict.fromkeys(_MESSAGE_FIELDS)
-_KNOWN = frozenset(_MESSAGE_FIELDS)
+_MESSAGE_FIELDS: tuple[str, ...] = Message.__slots__
+_FIELD_INDEX = {name: i for i, name in enumerate(_MESSAGE_FIELDS)}
+_VALUES = attrgetter(*_MESSAGE_FIELDS)
+
+
+class _Draft:
+    """A mutable twin of `Message` (the same slots in the same order), turned into one by `_build`."""
+
+    __slots__ = _MESSAGE_FIELDS
+
+
+def _build(values: Sequence[Any]) -> Message:
+    """The Message with these field values (in field order), values already checked.
+
+    Reading builds one per line: plain slot stores and a class switch cost about a third of the
+    frozen dataclass `__init__` (one `object.__setattr__` per field).
+    """
+    draft: Any = _Draft()
+    (
+        draft.id,
+        draft.session_id,
+        draft.role,
+        draft.content,
+        draft.tool_calls,
+        draft.tool_call_id,
+        draft.prompt_tokens,
+        draft.completion_tokens,
+        draft.cache_read_tokens,
+        draft.cache_creation_tokens,
+        draft.thinking_tokens,
+        draft.agent_name,
+        draft.created_at,
+        draft.compacted_at,
+        draft.completed_at,
+        draft.full_content,
+        draft.thinking_content,
+    ) = values
+    draft.__class__ = Message
+    return draft  # type: ignore[no-any-return]
+
+
+def replace_fields(message: Message, fields: dict[str, Any]) -> Message:
+    """`message` with `fields` (name -> value) changed: `dataclasses.replace` without its `__init__`."""
+    values = list(_VALUES(message))
+    for name, value in fields.items():
+        values[_FIELD_INDEX[name]] = value
+    return _build(values)
+
+
+# Record shapes (keys, then the type of each value) whose lines were checked and decoded as a
+# message: a line of a known shape needs only its role looked up. A log has a few shapes.
+_GOOD_SHAPES: set[tuple[Any, ...]] = set()
+_MAX_SHAPES = 1024
 
 
 class Completion(NamedTuple):
@@ -230,13 +283,7 @@ def note_fields(note: Completion, message: Message) -> dict[str, str]:
 def apply_note(message: Message, note: Completion) -> Message | None:
     """`message` with the annotation applied (see `Completion`); None when it changes nothing."""
     fields = note_fields(note, message)
-    if not fields:
-        return None
-    values = dict(message.__dict__)
-    values.update(fields)
-    patched = object.__new__(Message)
-    object.__setattr__(patched, "__dict__", values)
-    return patched
+    return replace_fields(message, fields) if fields else None
 
 
 def decode_line(line: bytes, session_id: str) -> Message:
@@ -257,6 +304,30 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise LineError(f"not JSON ({exc})") from None
+    return _entry(record, session_id)
+
+
+def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Completion | LineError | None]:
+    """`decode_entry` of each line, in order: None for a blank line, the `LineError` of a bad one."""
+    out: list[Message | Completion | LineError | None] = []
+    append = out.append
+    loads, decode_error, entry = orjson.loads, orjson.JSONDecodeError, _entry
+    for line in lines:
+        try:
+            append(entry(loads(line), session_id))
+        except decode_error as exc:
+            append(LineError(f"not JSON ({exc})") if line.strip() else None)
+        except LineError as exc:
+            append(exc)
+    return out
+
+
+def _entry(record: Any, session_id: str) -> Message | Completion:
+    """A parsed line as a Message or `Completion`; `LineError` saying what is wrong otherwise."""
+    if type(record) is dict and (*record, *map(type, record.values())) in _GOOD_SHAPES:
+        role = _ROLES.get(record["role"])
+        if role is not None:
+            return _message(record, role, session_id)
     if type(record) is not dict:
         raise LineError("not a JSON object")
     for key, value in record.items():
@@ -274,18 +345,37 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
         if "role" not in record and (type(done) is str or type(thinking) is str):
             return Completion(record["id"], done, thinking)
         raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
-    values = _BLANK.copy()
-    if record.keys() <= _KNOWN:
-        values.update(record)
-    else:
-        values.update((k, v) for k, v in record.items() if k in _KNOWN)
-    values["role"] = role
-    values["session_id"] = session_id
-    # Reading is the hot path of every query: filling the instance dict in one step is about
-    # three times faster than the frozen dataclass __init__ (one object.__setattr__ per field).
-    message = object.__new__(Message)
-    object.__setattr__(message, "__dict__", values)
-    return message
+    if "compaction" not in record:  # any record of this shape passes the checks above
+        if len(_GOOD_SHAPES) >= _MAX_SHAPES:
+            _GOOD_SHAPES.clear()
+        _GOOD_SHAPES.add((*record, *map(type, record.values())))
+    return _message(record, role, session_id)
+
+
+def _message(record: dict[str, Any], role: Role, session_id: str) -> Message:
+    """The Message of a checked record: known fields taken, others ignored (they stay on disk)."""
+    get = record.get
+    return _build(
+        (
+            record["id"],
+            session_id,
+            role,
+            get("content"),
+            get("tool_calls"),
+            get("tool_call_id"),
+            get("prompt_tokens"),
+            get("completion_tokens"),
+            get("cache_read_tokens"),
+            get("cache_creation_tokens"),
+            get("thinking_tokens"),
+            get("agent_name"),
+            get("created_at"),
+            get("compacted_at"),
+            get("completed_at"),
+            get("full_content"),
+            get("thinking_content"),
+        )
+    )
 
 
 def field_suffix(name: str, value: str) -> bytes:

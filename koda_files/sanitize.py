@@ -27,8 +27,7 @@ from .types import Message, Role
 __all__ = ["CallOwners", "ContextCache", "call_ids", "group_start", "has_tool_calls", "sanitize"]
 
 
-@lru_cache(maxsize=4096)
-def _parse_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
+def _read_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
     """(the ids the calls name, whether it makes calls that are all readable with distinct ids).
 
     Blank, `[]` and `null` make no calls: `((), True)`. Anything else that is not a non-empty
@@ -46,6 +45,11 @@ def _parse_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
         return (), False
     ids = tuple(c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str))
     return ids, len(ids) == len(calls) and len(set(ids)) == len(ids)
+
+
+# Queries about the last messages ask about the same few call lists again and again.
+_parse_calls = lru_cache(maxsize=4096)(_read_calls)
+_NO_CALLS: tuple[tuple[str, ...], bool] = ((), True)
 
 
 def call_ids(tool_calls: str | None) -> tuple[str, ...]:
@@ -70,10 +74,14 @@ class CallOwners:
 
     def feed(self, role: Role, tool_calls: str | None, tool_call_id: str | None) -> int:
         """The index of the owner of this message if it is a tool result with one, else -1."""
+        return self.feed_ids(role, call_ids(tool_calls), tool_call_id)
+
+    def feed_ids(self, role: Role, ids: tuple[str, ...], tool_call_id: str | None) -> int:
+        """`feed`, with the ids of the message's calls already read (see `call_ids`)."""
         index = self.count
         self.count += 1
         if role is Role.ASSISTANT:
-            for call in call_ids(tool_calls):
+            for call in ids:
                 self._caller[call] = index
         elif role is Role.TOOL and tool_call_id is not None:
             return self._caller.get(tool_call_id, -1)
@@ -102,6 +110,8 @@ class ContextCache:
         self._seen = 0
         self._owners = CallOwners()
         self._owner: list[int] = []  # per index: the owner of a tool result, else -1
+        # Per index: an assistant message's calls, read once (ids, readable); others: none.
+        self._calls: list[tuple[tuple[str, ...], bool]] = []
         self._newest: dict[tuple[int, str], int] = {}  # (owner, call id) -> its newest result
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
@@ -123,23 +133,43 @@ class ContextCache:
             earliest = self._apply_patches(active, patched, earliest)
         if len(active) == self._seen and earliest == self._seen:
             return list(self._out)
+        # The two passes below run once per message on a cold load: names are bound locally.
+        feed, newest, calls, owner_of = self._owners.feed_ids, self._newest, self._calls, self._owner
         for index in range(self._seen, len(active)):
             m = active[index]
-            owner = self._owners.feed(m.role, m.tool_calls, m.tool_call_id)
+            role = m.role
+            tool_calls = m.tool_calls
+            parsed = _read_calls(tool_calls) if tool_calls and role is Role.ASSISTANT else _NO_CALLS
+            calls.append(parsed)
+            owner = feed(role, parsed[0], m.tool_call_id)
             if owner >= 0:
-                self._newest[(owner, m.tool_call_id or "")] = index
+                newest[(owner, m.tool_call_id or "")] = index
                 earliest = min(earliest, owner)  # the owner's verdict, and its results', may change
-            self._owner.append(owner)
+            owner_of.append(owner)
         self._seen = len(active)
         cut = bisect_left(self._out_index, earliest)
-        del self._out[cut:]
-        del self._out_index[cut:]
+        out, out_index = self._out, self._out_index
+        del out[cut:]
+        del out_index[cut:]
+        keep_assistant = self._keep_assistant
         for index in range(earliest, len(active)):
             m = active[index]
-            if self._keep(active, index, m):
-                self._out.append(m)
-                self._out_index.append(index)
-        return list(self._out)
+            role = m.role
+            if role is Role.ASSISTANT:
+                if not keep_assistant(index, m):
+                    continue
+            elif role is Role.TOOL:
+                # A result is kept when it is its owner's newest for its id and the owner is kept.
+                owner = owner_of[index]
+                if not (
+                    owner >= 0
+                    and newest.get((owner, m.tool_call_id or "")) == index
+                    and keep_assistant(owner, active[owner])
+                ):
+                    continue
+            out.append(m)
+            out_index.append(index)
+        return list(out)
 
     def owners(self) -> list[int]:
         """Per message of the list last passed to `update`: the index of its owner, or -1."""
@@ -159,22 +189,10 @@ class ContextCache:
         self._patches = len(patched)
         return earliest
 
-    def _keep(self, active: Sequence[Message], index: int, m: Message) -> bool:
-        if m.role is Role.ASSISTANT:
-            return self._keep_assistant(index, m)
-        if m.role is Role.TOOL:
-            owner = self._owner[index]
-            return (
-                owner >= 0
-                and self._newest.get((owner, m.tool_call_id or "")) == index
-                and self._keep_assistant(owner, active[owner])
-            )
-        return True
-
     def _keep_assistant(self, index: int, m: Message) -> bool:
         if self._tracking and m.completed_at is None:
             return False  # interrupted: never marked complete
-        ids, readable = _parse_calls(m.tool_calls or "")
+        ids, readable = self._calls[index]
         if not ids and readable:  # makes no calls: judged by its text
             return m.content is not None and bool(m.content.strip())
         return readable and all((index, call) in self._newest for call in ids)

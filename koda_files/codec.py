@@ -300,34 +300,69 @@ def decode_line(line: bytes, session_id: str) -> Message:
 
 def decode_entry(line: bytes, session_id: str) -> Message | Completion:
     """Parse one line into a Message or a `Completion` annotation; raise `LineError` otherwise."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise LineError(f"not JSON ({exc})") from None
-    return _entry(record, session_id)
+    entry = decode_lines((line,), session_id)[0]
+    if type(entry) is LineError:
+        raise entry
+    return entry  # type: ignore[return-value]
 
 
-def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Completion | LineError | None]:
-    """`decode_entry` of each line, in order: None for a blank line, the `LineError` of a bad one."""
-    out: list[Message | Completion | LineError | None] = []
+def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Completion | LineError]:
+    """`decode_entry` of each line, in order; a line that is not one comes as its `LineError`."""
+    out: list[Message | Completion | LineError] = []
     append = out.append
-    loads, decode_error, entry = orjson.loads, orjson.JSONDecodeError, _entry
-    for line in lines:
+    loads, not_json, good, roles, build = orjson.loads, orjson.JSONDecodeError, _GOOD_SHAPES, _ROLES, _build
+    for line in lines:  # once per line of a log: what a cold load waits for
         try:
-            append(entry(loads(line), session_id))
-        except decode_error as exc:
-            append(LineError(f"not JSON ({exc})") if line.strip() else None)
-        except LineError as exc:
-            append(exc)
+            record = loads(line)
+        except not_json as exc:
+            append(LineError(f"not JSON ({exc})"))
+            continue
+        # A record of a shape already checked (see `_check`) needs only its role looked up.
+        role = (
+            roles.get(record["role"])
+            if type(record) is dict and (*record, *map(type, record.values())) in good
+            else None
+        )
+        if role is None:
+            try:
+                checked = _check(record)
+            except LineError as exc:
+                append(exc)
+                continue
+            if isinstance(checked, Completion):
+                append(checked)
+                continue
+            role = checked
+        get = record.get
+        append(
+            build(
+                (
+                    record["id"],
+                    session_id,
+                    role,
+                    get("content"),
+                    get("tool_calls"),
+                    get("tool_call_id"),
+                    get("prompt_tokens"),
+                    get("completion_tokens"),
+                    get("cache_read_tokens"),
+                    get("cache_creation_tokens"),
+                    get("thinking_tokens"),
+                    get("agent_name"),
+                    get("created_at"),
+                    get("compacted_at"),
+                    get("completed_at"),
+                    get("full_content"),
+                    get("thinking_content"),
+                )
+            )
+        )  # known fields taken, others ignored (they stay on disk)
     return out
 
 
-def _entry(record: Any, session_id: str) -> Message | Completion:
-    """A parsed line as a Message or `Completion`; `LineError` saying what is wrong otherwise."""
-    if type(record) is dict and (*record, *map(type, record.values())) in _GOOD_SHAPES:
-        role = _ROLES.get(record["role"])
-        if role is not None:
-            return _message(record, role, session_id)
+def _check(record: Any) -> Role | Completion:
+    """The role of a parsed line that is a message, or the `Completion` it is; `LineError` saying
+    what is wrong otherwise. A message's shape (keys, types of values) is remembered as good."""
     if type(record) is not dict:
         raise LineError("not a JSON object")
     for key, value in record.items():
@@ -349,33 +384,7 @@ def _entry(record: Any, session_id: str) -> Message | Completion:
         if len(_GOOD_SHAPES) >= _MAX_SHAPES:
             _GOOD_SHAPES.clear()
         _GOOD_SHAPES.add((*record, *map(type, record.values())))
-    return _message(record, role, session_id)
-
-
-def _message(record: dict[str, Any], role: Role, session_id: str) -> Message:
-    """The Message of a checked record: known fields taken, others ignored (they stay on disk)."""
-    get = record.get
-    return _build(
-        (
-            record["id"],
-            session_id,
-            role,
-            get("content"),
-            get("tool_calls"),
-            get("tool_call_id"),
-            get("prompt_tokens"),
-            get("completion_tokens"),
-            get("cache_read_tokens"),
-            get("cache_creation_tokens"),
-            get("thinking_tokens"),
-            get("agent_name"),
-            get("created_at"),
-            get("compacted_at"),
-            get("completed_at"),
-            get("full_content"),
-            get("thinking_content"),
-        )
-    )
+    return role
 
 
 def field_suffix(name: str, value: str) -> bytes:

@@ -333,9 +333,9 @@ class MessageLog:
         self.active_src += range(base, base + count)
         self.active += messages
 
-    def _take(self, line_no: int, line: bytes, entry: Message | Completion | LineError | None) -> None:
+    def _take(self, line_no: int, line: bytes, entry: Message | Completion | LineError) -> None:
         """Apply one decoded line (from `decode_lines`): a blank or bad one is only reported."""
-        if entry is None:
+        if type(entry) is LineError and not line.strip():
             if line:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, self._line_no(line_no))
             return

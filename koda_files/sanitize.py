@@ -17,8 +17,9 @@ owner of a new result (and the results it owns), so an append re-judges from the
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from operator import attrgetter, itemgetter
 
 import orjson
 
@@ -50,6 +51,9 @@ def _read_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
 # Queries about the last messages ask about the same few call lists again and again.
 _parse_calls = lru_cache(maxsize=4096)(_read_calls)
 _NO_CALLS: tuple[tuple[str, ...], bool] = ((), True)
+_ROLE = attrgetter("role")
+_CALL_ID = attrgetter("tool_call_id")
+_IDS = itemgetter(0)
 
 
 def call_ids(tool_calls: str | None) -> tuple[str, ...]:
@@ -74,18 +78,26 @@ class CallOwners:
 
     def feed(self, role: Role, tool_calls: str | None, tool_call_id: str | None) -> int:
         """The index of the owner of this message if it is a tool result with one, else -1."""
-        return self.feed_ids(role, call_ids(tool_calls), tool_call_id)
+        return self.feed_all(((role, call_ids(tool_calls), tool_call_id),))[0]
 
-    def feed_ids(self, role: Role, ids: tuple[str, ...], tool_call_id: str | None) -> int:
-        """`feed`, with the ids of the message's calls already read (see `call_ids`)."""
+    def feed_all(self, messages: Iterable[tuple[Role, tuple[str, ...], str | None]]) -> list[int]:
+        """`feed` of each (role, ids its calls name, tool_call_id), in order."""
+        caller = self._caller
+        owners: list[int] = []
+        append = owners.append
         index = self.count
-        self.count += 1
-        if role is Role.ASSISTANT:
-            for call in ids:
-                self._caller[call] = index
-        elif role is Role.TOOL and tool_call_id is not None:
-            return self._caller.get(tool_call_id, -1)
-        return -1
+        for role, ids, tool_call_id in messages:
+            if role is Role.ASSISTANT:
+                for call in ids:
+                    caller[call] = index
+                append(-1)
+            elif role is Role.TOOL and tool_call_id is not None:
+                append(caller.get(tool_call_id, -1))
+            else:
+                append(-1)
+            index += 1
+        self.count = index
+        return owners
 
 
 def group_start(owners: Sequence[int], cut: int) -> int:
@@ -112,6 +124,7 @@ class ContextCache:
         self._owner: list[int] = []  # per index: the owner of a tool result, else -1
         # Per index: an assistant message's calls, read once (ids, readable); others: none.
         self._calls: list[tuple[tuple[str, ...], bool]] = []
+        self._kept: list[bool] = []  # per index: whether the message is in the context
         self._newest: dict[tuple[int, str], int] = {}  # (owner, call id) -> its newest result
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
@@ -133,42 +146,50 @@ class ContextCache:
             earliest = self._apply_patches(active, patched, earliest)
         if len(active) == self._seen and earliest == self._seen:
             return list(self._out)
-        # The two passes below run once per message on a cold load: names are bound locally.
-        feed, newest, calls, owner_of = self._owners.feed_ids, self._newest, self._calls, self._owner
-        for index in range(self._seen, len(active)):
-            m = active[index]
-            role = m.role
-            tool_calls = m.tool_calls
-            parsed = _read_calls(tool_calls) if tool_calls and role is Role.ASSISTANT else _NO_CALLS
-            calls.append(parsed)
-            owner = feed(role, parsed[0], m.tool_call_id)
+        # Both passes run once per message on a cold load: what they use is bound locally.
+        seen, count = self._seen, len(active)
+        new = active[seen:]
+        assistant, tool = Role.ASSISTANT, Role.TOOL
+        calls = [_read_calls(m.tool_calls) if m.tool_calls and m.role is assistant else _NO_CALLS for m in new]
+        self._calls += calls  # each call list read once, for ownership and for the verdict
+        owners = self._owners.feed_all(zip(map(_ROLE, new), map(_IDS, calls), map(_CALL_ID, new), strict=True))
+        newest = self._newest
+        for offset, owner in enumerate(owners):
             if owner >= 0:
-                newest[(owner, m.tool_call_id or "")] = index
+                newest[(owner, new[offset].tool_call_id or "")] = seen + offset
                 earliest = min(earliest, owner)  # the owner's verdict, and its results', may change
-            owner_of.append(owner)
-        self._seen = len(active)
+        self._owner += owners
+        self._seen = count
         cut = bisect_left(self._out_index, earliest)
-        out, out_index = self._out, self._out_index
+        out, out_index, owner_of, all_calls = self._out, self._out_index, self._owner, self._calls
+        tracking = self._tracking
         del out[cut:]
         del out_index[cut:]
-        keep_assistant = self._keep_assistant
-        for index in range(earliest, len(active)):
+        kept = self._kept
+        del kept[earliest:]
+        for index in range(earliest, count):
             m = active[index]
             role = m.role
-            if role is Role.ASSISTANT:
-                if not keep_assistant(index, m):
-                    continue
-            elif role is Role.TOOL:
-                # A result is kept when it is its owner's newest for its id and the owner is kept.
+            if role is assistant:
+                if tracking and m.completed_at is None:
+                    keep = False  # interrupted: never marked complete
+                else:
+                    ids, readable = all_calls[index]
+                    if not ids and readable:  # makes no calls: judged by its text
+                        text = m.content
+                        keep = bool(text) and not text.isspace()  # type: ignore[union-attr]
+                    else:
+                        keep = readable and all((index, call) in newest for call in ids)
+            elif role is tool:
+                # Kept when its owner is, and it is the owner's newest result for its id.
                 owner = owner_of[index]
-                if not (
-                    owner >= 0
-                    and newest.get((owner, m.tool_call_id or "")) == index
-                    and keep_assistant(owner, active[owner])
-                ):
-                    continue
-            out.append(m)
-            out_index.append(index)
+                keep = owner >= 0 and kept[owner] and newest.get((owner, m.tool_call_id or "")) == index
+            else:
+                keep = True
+            kept.append(keep)
+            if keep:
+                out.append(m)
+                out_index.append(index)
         return list(out)
 
     def owners(self) -> list[int]:
@@ -188,14 +209,6 @@ class ContextCache:
                 self._out[at] = active[index]
         self._patches = len(patched)
         return earliest
-
-    def _keep_assistant(self, index: int, m: Message) -> bool:
-        if self._tracking and m.completed_at is None:
-            return False  # interrupted: never marked complete
-        ids, readable = self._calls[index]
-        if not ids and readable:  # makes no calls: judged by its text
-            return m.content is not None and bool(m.content.strip())
-        return readable and all((index, call) in self._newest for call in ids)
 
 
 def sanitize(messages: Sequence[Message], tracking: bool = False) -> list[Message]:

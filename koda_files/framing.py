@@ -138,20 +138,24 @@ def lines_containing_backwards(fd: int, marker: bytes, end: int) -> Iterator[tup
     while pos > 0:
         start = max(0, pos - step)
         step = min(step * 2, _STREAM_CHUNK)
-        data = os.pread(fd, pos - start, start) + carry
+        block = os.pread(fd, pos - start, start)
         # Up to the first newline may be the end of a longer line: carried to the next read, unless at 0.
-        head = data.find(b"\n") + 1 if start > 0 else 0
+        head = block.find(b"\n") + 1 if start > 0 else 0
         if start > 0 and head == 0:
-            carry, pos = data, start  # no line starts in this read
+            carry, pos = block + carry, start  # no line starts in this read
             continue
-        found = data.rfind(marker, head)
+        # The last line starting here runs on into `carry`: searched joined (one line, not the block).
+        last = max(block.rfind(b"\n", head) + 1, head)
+        line = block[last:] + carry
+        if marker in line:
+            yield start + last, body(line, start + last == 0)
+        found = block.rfind(marker, head, last)
         while found >= 0:
-            line_start = data.rfind(b"\n", 0, found) + 1
-            line_end = data.find(b"\n", found)
-            line_end = len(data) if line_end < 0 else line_end
-            yield start + line_start, body(data[line_start:line_end], start + line_start == 0)
-            found = data.rfind(marker, head, line_start)
-        carry = data[:head]
+            line_start = block.rfind(b"\n", 0, found) + 1
+            line_end = block.find(b"\n", found)
+            yield start + line_start, body(block[line_start:line_end], start + line_start == 0)
+            found = block.rfind(marker, head, line_start)
+        carry = block[:head]
         pos = start
 
 

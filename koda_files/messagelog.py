@@ -45,6 +45,9 @@ _MAX_REREADS = 100
 # mtime up to that time (plus the kernel clock's coarseness) as ours; a later one means an edit.
 _COARSE_CLOCK_NS = 20_000_000
 _COMPLETED_MARK = b'"completed_at"'
+# Begins both `COMPACTION_MARK` and `ARCHIVED_MARK`: a chunk without it has neither (one search).
+_COMPACT_PREFIX = b'"compact'
+assert COMPACTION_MARK.startswith(_COMPACT_PREFIX) and ARCHIVED_MARK.startswith(_COMPACT_PREFIX)
 _ID = attrgetter("id")
 
 
@@ -315,7 +318,7 @@ class MessageLog:
         appended in bulk; anything else goes line by line through `_add`.
         """
         entries = decode_lines(lines, self.session_id)
-        if COMPACTION_MARK in chunk or ARCHIVED_MARK in chunk or not {*map(type, entries)} <= {Message}:
+        if _COMPACT_PREFIX in chunk or not {*map(type, entries)} <= {Message}:
             for line_no, (line, entry) in enumerate(zip(lines, entries, strict=True), first_line_no):
                 self._take(line_no, line, entry)
             return
@@ -323,7 +326,7 @@ class MessageLog:
         base, active_base, count = len(self.messages), len(self.active), len(messages)
         ids = list(map(_ID, messages))
         self.where.update(zip(ids, range(base, base + count), strict=True))
-        self.largest_id = max(self.largest_id, *ids) if ids else self.largest_id
+        self.largest_id = max(self.largest_id, max(ids, default=0))
         if _COMPLETED_MARK in chunk:
             self.marked += sum(
                 1 for m in messages if m.completed_at is not None and counts_as_mark(m.role, m.content)

@@ -112,7 +112,7 @@ def compact_lines(
                 tracks = tracks or (entry.completed_at is not None and counts_as_mark(entry.role, entry.content))
                 if entry.compacted_at is None:
                     active.append(offset)
-                    owner_of.append(owners.feed(entry.role, entry.tool_calls, entry.tool_call_id))
+                    owner_of.append(owners.feed(entry))
         archived = group_start(owner_of, max(0, len(active) - preserve))
         if archived <= 0:
             return 0

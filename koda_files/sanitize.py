@@ -19,7 +19,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from operator import attrgetter, itemgetter
 
 import orjson
 
@@ -34,26 +33,23 @@ def _read_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
     Blank, `[]` and `null` make no calls: `((), True)`. Anything else that is not a non-empty
     JSON array of objects with distinct string ids is unreadable: `(ids found, False)`.
     """
-    if not tool_calls.strip():
-        return (), True
+    if not tool_calls or tool_calls.isspace():
+        return _NO_CALLS
     try:
         calls = orjson.loads(tool_calls)
     except orjson.JSONDecodeError:
         return (), False
     if calls is None or calls == []:
-        return (), True
-    if not isinstance(calls, list):
+        return _NO_CALLS
+    if type(calls) is not list:
         return (), False
-    ids = tuple(c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str))
-    return ids, len(ids) == len(calls) and len(set(ids)) == len(ids)
+    ids = tuple([c["id"] for c in calls if type(c) is dict and type(c.get("id")) is str])
+    return ids, len(ids) == len(calls) and (len(ids) < 2 or len(set(ids)) == len(ids))
 
 
+_NO_CALLS: tuple[tuple[str, ...], bool] = ((), True)
 # Queries about the last messages ask about the same few call lists again and again.
 _parse_calls = lru_cache(maxsize=4096)(_read_calls)
-_NO_CALLS: tuple[tuple[str, ...], bool] = ((), True)
-_ROLE = attrgetter("role")
-_CALL_ID = attrgetter("tool_call_id")
-_IDS = itemgetter(0)
 
 
 def call_ids(tool_calls: str | None) -> tuple[str, ...]:
@@ -76,28 +72,34 @@ class CallOwners:
         self.count = 0
         self._caller: dict[str, int] = {}  # call id -> index of the latest assistant calling it
 
-    def feed(self, role: Role, tool_calls: str | None, tool_call_id: str | None) -> int:
+    def feed(self, message: Message) -> int:
         """The index of the owner of this message if it is a tool result with one, else -1."""
-        return self.feed_all(((role, call_ids(tool_calls), tool_call_id),))[0]
+        return self.feed_all((message,))[0][0]
 
-    def feed_all(self, messages: Iterable[tuple[Role, tuple[str, ...], str | None]]) -> list[int]:
-        """`feed` of each (role, ids its calls name, tool_call_id), in order."""
+    def feed_all(self, messages: Iterable[Message]) -> tuple[list[int], list[tuple[tuple[str, ...], bool]]]:
+        """`feed` of each message in order; with what each makes of calls (see `_read_calls`).
+
+        An assistant message's calls are read here once; other messages make none.
+        """
         caller = self._caller
         owners: list[int] = []
-        append = owners.append
+        calls: list[tuple[tuple[str, ...], bool]] = []
         index = self.count
-        for role, ids, tool_call_id in messages:
+        for m in messages:
+            role = m.role
             if role is Role.ASSISTANT:
-                for call in ids:
+                read = _read_calls(m.tool_calls) if m.tool_calls else _NO_CALLS
+                for call in read[0]:
                     caller[call] = index
-                append(-1)
-            elif role is Role.TOOL and tool_call_id is not None:
-                append(caller.get(tool_call_id, -1))
+                owners.append(-1)
+                calls.append(read)
             else:
-                append(-1)
+                tool_call_id = m.tool_call_id
+                owners.append(caller.get(tool_call_id, -1) if role is Role.TOOL and tool_call_id is not None else -1)
+                calls.append(_NO_CALLS)
             index += 1
         self.count = index
-        return owners
+        return owners, calls
 
 
 def group_start(owners: Sequence[int], cut: int) -> int:
@@ -150,9 +152,8 @@ class ContextCache:
         seen, count = self._seen, len(active)
         new = active[seen:]
         assistant, tool = Role.ASSISTANT, Role.TOOL
-        calls = [_read_calls(m.tool_calls) if m.tool_calls and m.role is assistant else _NO_CALLS for m in new]
+        owners, calls = self._owners.feed_all(new)
         self._calls += calls  # each call list read once, for ownership and for the verdict
-        owners = self._owners.feed_all(zip(map(_ROLE, new), map(_IDS, calls), map(_CALL_ID, new), strict=True))
         newest = self._newest
         for offset, owner in enumerate(owners):
             if owner >= 0:
@@ -179,7 +180,11 @@ class ContextCache:
                         text = m.content
                         keep = bool(text) and not text.isspace()  # type: ignore[union-attr]
                     else:
-                        keep = readable and all((index, call) in newest for call in ids)
+                        keep = readable
+                        for call in ids:
+                            if (index, call) not in newest:
+                                keep = False
+                                break
             elif role is tool:
                 # Kept when its owner is, and it is the owner's newest result for its id.
                 owner = owner_of[index]

@@ -20,6 +20,7 @@ __all__ = [
     "ARCHIVED_MARK",
     "INT64_MAX",
     "INT64_MIN",
+    "NOTABLE",
     "TOKEN_FIELDS",
     "Completion",
     "LineError",
@@ -241,9 +242,13 @@ def replace_fields(message: Message, fields: dict[str, Any]) -> Message:
 
 
 # Record shapes (keys, then the type of each value) whose lines were checked and decoded as a
-# message: a line of a known shape needs only its role looked up. A log has a few shapes.
-_GOOD_SHAPES: set[tuple[Any, ...]] = set()
+# message, each with its `NOTABLE` keys: a line of a known shape needs only its role looked up.
+# A log has a few shapes.
+_GOOD_SHAPES: dict[tuple[Any, ...], frozenset[str]] = {}
 _MAX_SHAPES = 1024
+# Keys that make a message line more than a message appended: a compaction, one archived on its
+# own line (the first layout), one marked complete.
+NOTABLE = frozenset({"compaction", "compacted_at", "completed_at"})
 
 
 class Completion(NamedTuple):
@@ -306,11 +311,17 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
     return entry  # type: ignore[return-value]
 
 
-def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Completion | LineError]:
-    """`decode_entry` of each line, in order; a line that is not one comes as its `LineError`."""
+def decode_lines(
+    lines: Sequence[bytes], session_id: str, notable: set[str] | None = None
+) -> list[Message | Completion | LineError]:
+    """`decode_entry` of each line, in order; a line that is not one comes as its `LineError`.
+
+    `notable` gets the `NOTABLE` keys the message lines have (so callers need not search bytes).
+    """
     out: list[Message | Completion | LineError] = []
     append = out.append
     loads, not_json, good, roles, build = orjson.loads, orjson.JSONDecodeError, _GOOD_SHAPES, _ROLES, _build
+    seen = set() if notable is None else notable
     for line in lines:  # once per line of a log: what a cold load waits for
         try:
             record = loads(line)
@@ -318,11 +329,8 @@ def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Comp
             append(LineError(f"not JSON ({exc})"))
             continue
         # A record of a shape already checked (see `_check`) needs only its role looked up.
-        role = (
-            roles.get(record["role"])
-            if type(record) is dict and (*record, *map(type, record.values())) in good
-            else None
-        )
+        marks = good.get((*record, *map(type, record.values()))) if type(record) is dict else None
+        role = roles.get(record["role"]) if marks is not None else None
         if role is None:
             try:
                 checked = _check(record)
@@ -332,7 +340,9 @@ def decode_lines(lines: Sequence[bytes], session_id: str) -> list[Message | Comp
             if isinstance(checked, Completion):
                 append(checked)
                 continue
-            role = checked
+            role, marks = checked, NOTABLE.intersection(record)
+        if marks:
+            seen |= marks
         get = record.get
         append(
             build(
@@ -383,7 +393,8 @@ def _check(record: Any) -> Role | Completion:
     if "compaction" not in record:  # any record of this shape passes the checks above
         if len(_GOOD_SHAPES) >= _MAX_SHAPES:
             _GOOD_SHAPES.clear()
-        _GOOD_SHAPES.add((*record, *map(type, record.values())))
+        shape = (*record, *map(type, record.values()))
+        _GOOD_SHAPES[shape] = NOTABLE.intersection(record)
     return role
 
 

@@ -25,7 +25,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from .classify import COMPACTION, COMPACTION_MARK, archived_as, classify, compaction_of, last_compaction
-from .codec import ARCHIVED_MARK, Completion, LineError, apply_note, decode_lines, note_fields
+from .codec import Completion, LineError, apply_note, decode_lines, note_fields
 from .completion import counts_as_mark
 from .errors import KodaFilesError
 from .fileops import open_read
@@ -44,10 +44,6 @@ _MAX_REREADS = 100
 # saves): `mtime_ns` then holds minus the wall time of the append, and the first read takes any
 # mtime up to that time (plus the kernel clock's coarseness) as ours; a later one means an edit.
 _COARSE_CLOCK_NS = 20_000_000
-_COMPLETED_MARK = b'"completed_at"'
-# Begins both `COMPACTION_MARK` and `ARCHIVED_MARK`: a chunk without it has neither (one search).
-_COMPACT_PREFIX = b'"compact'
-assert COMPACTION_MARK.startswith(_COMPACT_PREFIX) and ARCHIVED_MARK.startswith(_COMPACT_PREFIX)
 _ID = attrgetter("id")
 
 
@@ -282,7 +278,7 @@ class MessageLog:
         complete, tail = body[:end], body[end:]
         lines = split_bodies(complete, start == 0)
         with paused_gc():
-            self._take_all(self.line_count + 1, lines, complete)
+            self._take_all(self.line_count + 1, lines)
         self.line_count += len(lines)
         self.guard = (self.guard + complete)[-_GUARD:] if end else self.guard
         self.ino, self.dev, self.exists = held.st_ino, held.st_dev, True
@@ -311,14 +307,15 @@ class MessageLog:
                 os.close(fd)
         return self._lines_before + counted
 
-    def _take_all(self, first_line_no: int, lines: Sequence[bytes], chunk: bytes) -> None:
-        """Apply `lines` (numbered from `first_line_no`; `chunk` holds them all) in order.
+    def _take_all(self, first_line_no: int, lines: Sequence[bytes]) -> None:
+        """Apply `lines` (numbered from `first_line_no`) in order.
 
         A chunk of messages only, none archived by its own line or by a compaction line, is
         appended in bulk; anything else goes line by line through `_add`.
         """
-        entries = decode_lines(lines, self.session_id)
-        if _COMPACT_PREFIX in chunk or not {*map(type, entries)} <= {Message}:
+        notable: set[str] = set()
+        entries = decode_lines(lines, self.session_id, notable)
+        if "compaction" in notable or "compacted_at" in notable or not {*map(type, entries)} <= {Message}:
             for line_no, (line, entry) in enumerate(zip(lines, entries, strict=True), first_line_no):
                 self._take(line_no, line, entry)
             return
@@ -327,7 +324,7 @@ class MessageLog:
         ids = list(map(_ID, messages))
         self.where.update(zip(ids, range(base, base + count), strict=True))
         self.largest_id = max(self.largest_id, max(ids, default=0))
-        if _COMPLETED_MARK in chunk:
+        if "completed_at" in notable:
             self.marked += sum(
                 1 for m in messages if m.completed_at is not None and counts_as_mark(m.role, m.content)
             )
@@ -408,8 +405,7 @@ class MessageLog:
     def _decode_own(self) -> None:
         own, self._own = self._own, []
         if own:  # our appends: consecutive lines
-            lines = [line for _, line in own]
-            self._take_all(own[0][0], lines, b"\n".join(lines))
+            self._take_all(own[0][0], [line for _, line in own])
 
     def _report_tail(self, tail: bytes, tail_is_torn: Callable[[], bool] | None) -> None:
         # An unterminated tail is either a write in progress or what a crash left: report it

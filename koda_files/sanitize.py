@@ -127,7 +127,11 @@ class ContextCache:
         # Per index: an assistant message's calls, read once (ids, readable); others: none.
         self._calls: list[tuple[tuple[str, ...], bool]] = []
         self._kept: list[bool] = []  # per index: whether the message is in the context
-        self._newest: dict[tuple[int, str], int] = {}  # (owner, call id) -> its newest result
+        # Results with an owner: a call id's owners only grow along the log (a later call of an
+        # id takes it over), so its latest result tells whether a new one has the same owner.
+        self._last: dict[str, int] = {}  # call id -> index of its latest result
+        self._superseded: set[int] = set()  # results with a newer one of the same owner and id
+        self._answered: list[int] = []  # per index: how many of its call ids have a result
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
         self._patches = 0  # how many entries of `patched` were applied
@@ -154,15 +158,22 @@ class ContextCache:
         assistant, tool = Role.ASSISTANT, Role.TOOL
         owners, calls = self._owners.feed_all(new)
         self._calls += calls  # each call list read once, for ownership and for the verdict
-        newest = self._newest
+        owner_of, last, superseded, answered = self._owner, self._last, self._superseded, self._answered
+        owner_of += owners
+        answered += [0] * len(new)
         for offset, owner in enumerate(owners):
             if owner >= 0:
-                newest[(owner, new[offset].tool_call_id or "")] = seen + offset
+                call = new[offset].tool_call_id or ""
+                previous = last.get(call)
+                if previous is not None and owner_of[previous] == owner:
+                    superseded.add(previous)
+                else:
+                    answered[owner] += 1  # the first result of this call
+                last[call] = seen + offset
                 earliest = min(earliest, owner)  # the owner's verdict, and its results', may change
-        self._owner += owners
         self._seen = count
         cut = bisect_left(self._out_index, earliest)
-        out, out_index, owner_of, all_calls = self._out, self._out_index, self._owner, self._calls
+        out, out_index, all_calls = self._out, self._out_index, self._calls
         tracking = self._tracking
         del out[cut:]
         del out_index[cut:]
@@ -179,16 +190,12 @@ class ContextCache:
                     if not ids and readable:  # makes no calls: judged by its text
                         text = m.content
                         keep = bool(text) and not text.isspace()  # type: ignore[union-attr]
-                    else:
-                        keep = readable
-                        for call in ids:
-                            if (index, call) not in newest:
-                                keep = False
-                                break
+                    else:  # readable calls have distinct ids: all answered when as many are
+                        keep = readable and answered[index] == len(ids)
             elif role is tool:
                 # Kept when its owner is, and it is the owner's newest result for its id.
                 owner = owner_of[index]
-                keep = owner >= 0 and kept[owner] and newest.get((owner, m.tool_call_id or "")) == index
+                keep = owner >= 0 and kept[owner] and index not in superseded
             else:
                 keep = True
             kept.append(keep)

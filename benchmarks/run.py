@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: `koda_files.FileStore` against koda's SQLite design (`sqlite_ref.py`).
 
-    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...] [--history]
+    python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...] [--messages N ...]
+                             [--history]
 
 Every workload of issue 4 runs against both stores in the same process, repetitions
 interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
@@ -524,8 +525,12 @@ class Bench:
 
     # one long session: load_context, last_*, usage, compaction ---------------
 
-    def long_session(self) -> None:
-        n = self.n(10_000, 50)
+    def long_session(self, n: int | None = None, *, resume_only: bool = False) -> None:
+        """The one-session workloads on `n` messages (default: 10,000 times the scale).
+
+        `resume_only`: only what a resume waits for (cold and warm `load_context`, `last_*`).
+        """
+        n = self.n(10_000, 50) if n is None else n
         msgs = conversation(n + 200, seed=3)
         base: dict[Kind, Path] = {}
         sids: dict[Kind, str] = {}
@@ -590,7 +595,7 @@ class Bench:
 
         # last_user_message + has_pending_tool_calls, one unit, on the warm objects
         k = 200
-        r = Result("last_user_message + has_pending_tool_calls")
+        r = Result(f"last_user_message + has_pending_tool_calls ({n} msgs)")
         for rep in range(reps):
             for kind in order(rep):
                 s, sid = stores[kind], sids[kind]
@@ -612,6 +617,10 @@ class Bench:
             stores["sqlite"].has_pending_tool_calls(sids["sqlite"]),
         )
         self.add(r)
+        if resume_only:
+            for kind in KINDS:
+                close_store(stores[kind])
+            return
 
         k = 20
         r = Result("session_token_usage")
@@ -1103,6 +1112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run only the long-history workloads and the cost bars (with --sessions: those too)",
     )
+    p.add_argument(
+        "--messages",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run only the resume workloads (load_context cold and warm, last_user + has_pending) "
+        "on one session of N messages each",
+    )
     args = p.parse_args(argv)
     if args.scale <= 0 or args.repeat < 1:
         p.error("--scale must be > 0 and --repeat >= 1")
@@ -1119,13 +1136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="koda-bench-", dir=args.tmp) as tmp:
         b = Bench(Path(tmp), args.scale, args.repeat)
-        if args.sessions or args.history:
+        if args.sessions or args.messages or args.history:
             if args.history:
                 b.same_as_store()
                 b.long_history()
                 b.cost_bars()
             for count in args.sessions or ():
                 b.many_sessions(count)
+            for count in args.messages or ():
+                b.long_session(count, resume_only=True)
         else:
             b.same_as_store()
             b.insert("flush")

@@ -7,7 +7,8 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -19,6 +20,7 @@ __all__ = [
     "ARCHIVED_MARK",
     "INT64_MAX",
     "INT64_MIN",
+    "NOTABLE",
     "TOKEN_FIELDS",
     "Completion",
     "LineError",
@@ -28,6 +30,7 @@ __all__ = [
     "check_text",
     "decode_entry",
     "decode_line",
+    "decode_lines",
     "encode_completion",
     "encode_new",
     "encode_record",
@@ -35,6 +38,7 @@ __all__ = [
     "field_suffix",
     "fold_fields",
     "note_fields",
+    "replace_fields",
     "with_id",
 ]
 
@@ -188,9 +192,63 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     **{f: (str, _NONE) for f in _TEXT_FIELDS},
     **{f: (int, _NONE) for f in TOKEN_FIELDS},
 }
-_MESSAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Message))
-_BLANK: dict[str, Any] = dict.fromkeys(_MESSAGE_FIELDS)
-_KNOWN = frozenset(_MESSAGE_FIELDS)
+_MESSAGE_FIELDS: tuple[str, ...] = Message.__slots__
+_FIELD_INDEX = {name: i for i, name in enumerate(_MESSAGE_FIELDS)}
+_VALUES = attrgetter(*_MESSAGE_FIELDS)
+
+
+class _Draft:
+    """A mutable twin of `Message` (the same slots in the same order), turned into one by `_build`."""
+
+    __slots__ = _MESSAGE_FIELDS
+
+
+def _build(values: Sequence[Any]) -> Message:
+    """The Message with these field values (in field order), values already checked.
+
+    Reading builds one per line: plain slot stores and a class switch cost about a third of the
+    frozen dataclass `__init__` (one `object.__setattr__` per field).
+    """
+    draft: Any = _Draft()
+    (
+        draft.id,
+        draft.session_id,
+        draft.role,
+        draft.content,
+        draft.tool_calls,
+        draft.tool_call_id,
+        draft.prompt_tokens,
+        draft.completion_tokens,
+        draft.cache_read_tokens,
+        draft.cache_creation_tokens,
+        draft.thinking_tokens,
+        draft.agent_name,
+        draft.created_at,
+        draft.compacted_at,
+        draft.completed_at,
+        draft.full_content,
+        draft.thinking_content,
+    ) = values
+    draft.__class__ = Message
+    return draft  # type: ignore[no-any-return]
+
+
+def replace_fields(message: Message, fields: dict[str, Any]) -> Message:
+    """`message` with `fields` (name -> value) changed: `dataclasses.replace` without its `__init__`."""
+    values = list(_VALUES(message))
+    for name, value in fields.items():
+        values[_FIELD_INDEX[name]] = value
+    return _build(values)
+
+
+# Record shapes (keys, then the type of each value) whose lines were checked and decoded as a
+# message, each with its `NOTABLE` keys: a line of a known shape needs only its role looked up.
+# A log has a few shapes.
+_GOOD_SHAPES: dict[tuple[Any, ...], frozenset[str]] = {}
+_MAX_SHAPES = 1024
+# Keys that make a message line more than a message appended: a compaction, one archived on its
+# own line (the first layout), one marked complete.
+NOTABLE = frozenset({"compaction", "compacted_at", "completed_at"})
 
 
 class Completion(NamedTuple):
@@ -230,13 +288,7 @@ def note_fields(note: Completion, message: Message) -> dict[str, str]:
 def apply_note(message: Message, note: Completion) -> Message | None:
     """`message` with the annotation applied (see `Completion`); None when it changes nothing."""
     fields = note_fields(note, message)
-    if not fields:
-        return None
-    values = dict(message.__dict__)
-    values.update(fields)
-    patched = object.__new__(Message)
-    object.__setattr__(patched, "__dict__", values)
-    return patched
+    return replace_fields(message, fields) if fields else None
 
 
 def decode_line(line: bytes, session_id: str) -> Message:
@@ -253,10 +305,74 @@ def decode_line(line: bytes, session_id: str) -> Message:
 
 def decode_entry(line: bytes, session_id: str) -> Message | Completion:
     """Parse one line into a Message or a `Completion` annotation; raise `LineError` otherwise."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise LineError(f"not JSON ({exc})") from None
+    entry = decode_lines((line,), session_id)[0]
+    if type(entry) is LineError:
+        raise entry
+    return entry  # type: ignore[return-value]
+
+
+def decode_lines(
+    lines: Sequence[bytes], session_id: str, notable: set[str] | None = None
+) -> list[Message | Completion | LineError]:
+    """`decode_entry` of each line, in order; a line that is not one comes as its `LineError`.
+
+    `notable` gets the `NOTABLE` keys the message lines have (so callers need not search bytes).
+    """
+    out: list[Message | Completion | LineError] = []
+    append = out.append
+    loads, not_json, good, roles, build = orjson.loads, orjson.JSONDecodeError, _GOOD_SHAPES, _ROLES, _build
+    seen = set() if notable is None else notable
+    for line in lines:  # once per line of a log: what a cold load waits for
+        try:
+            record = loads(line)
+        except not_json as exc:
+            append(LineError(f"not JSON ({exc})"))
+            continue
+        # A record of a shape already checked (see `_check`) needs only its role looked up.
+        marks = good.get((*record, *map(type, record.values()))) if type(record) is dict else None
+        role = roles.get(record["role"]) if marks is not None else None
+        if role is None:
+            try:
+                checked = _check(record)
+            except LineError as exc:
+                append(exc)
+                continue
+            if isinstance(checked, Completion):
+                append(checked)
+                continue
+            role, marks = checked, NOTABLE.intersection(record)
+        if marks:
+            seen |= marks
+        get = record.get
+        append(
+            build(
+                (
+                    record["id"],
+                    session_id,
+                    role,
+                    get("content"),
+                    get("tool_calls"),
+                    get("tool_call_id"),
+                    get("prompt_tokens"),
+                    get("completion_tokens"),
+                    get("cache_read_tokens"),
+                    get("cache_creation_tokens"),
+                    get("thinking_tokens"),
+                    get("agent_name"),
+                    get("created_at"),
+                    get("compacted_at"),
+                    get("completed_at"),
+                    get("full_content"),
+                    get("thinking_content"),
+                )
+            )
+        )  # known fields taken, others ignored (they stay on disk)
+    return out
+
+
+def _check(record: Any) -> Role | Completion:
+    """The role of a parsed line that is a message, or the `Completion` it is; `LineError` saying
+    what is wrong otherwise. A message's shape (keys, types of values) is remembered as good."""
     if type(record) is not dict:
         raise LineError("not a JSON object")
     for key, value in record.items():
@@ -274,18 +390,12 @@ def decode_entry(line: bytes, session_id: str) -> Message | Completion:
         if "role" not in record and (type(done) is str or type(thinking) is str):
             return Completion(record["id"], done, thinking)
         raise LineError(f"missing or unknown 'role' {record.get('role')!r}")
-    values = _BLANK.copy()
-    if record.keys() <= _KNOWN:
-        values.update(record)
-    else:
-        values.update((k, v) for k, v in record.items() if k in _KNOWN)
-    values["role"] = role
-    values["session_id"] = session_id
-    # Reading is the hot path of every query: filling the instance dict in one step is about
-    # three times faster than the frozen dataclass __init__ (one object.__setattr__ per field).
-    message = object.__new__(Message)
-    object.__setattr__(message, "__dict__", values)
-    return message
+    if "compaction" not in record:  # any record of this shape passes the checks above
+        if len(_GOOD_SHAPES) >= _MAX_SHAPES:
+            _GOOD_SHAPES.clear()
+        shape = (*record, *map(type, record.values()))
+        _GOOD_SHAPES[shape] = NOTABLE.intersection(record)
+    return role
 
 
 def field_suffix(name: str, value: str) -> bytes:

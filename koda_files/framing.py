@@ -20,6 +20,8 @@ __all__ = [
     "iter_lines_backwards",
     "iter_raw_lines",
     "lines_containing",
+    "lines_containing_backwards",
+    "split_bodies",
     "split_lines",
 ]
 
@@ -37,15 +39,20 @@ def body(raw: bytes, at_file_start: bool) -> bytes:
     return raw[:-1] if raw.endswith(b"\r") else raw
 
 
-def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tuple[int, bytes]]:
-    """Number the complete lines of `data` (which ends at a newline), as `body` frames them."""
+def split_bodies(data: bytes, at_file_start: bool) -> list[bytes]:
+    """The complete lines of `data` (which ends at a newline), as `body` frames them."""
     if at_file_start and data.startswith(BOM):
         data = data[len(BOM) :]
     lines = data.split(b"\n")
     lines.pop()  # the empty piece after the final newline
-    return [
-        (first_line_no + i, line[:-1] if line.endswith(b"\r") else line) for i, line in enumerate(lines)
-    ]
+    if b"\r" in data:  # only hand-edited files have any: the common case pays one byte search
+        return [line[:-1] if line.endswith(b"\r") else line for line in lines]
+    return lines
+
+
+def split_lines(data: bytes, first_line_no: int, at_file_start: bool) -> list[tuple[int, bytes]]:
+    """Number the complete lines of `data` (which ends at a newline), as `body` frames them."""
+    return list(enumerate(split_bodies(data, at_file_start), first_line_no))
 
 
 def iter_raw_lines(fd: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -118,6 +125,37 @@ def iter_lines_backwards(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
         for index in range(last, first - 1, -1):
             yield offsets[index], body(pieces[index], offsets[index] == 0)
         carry = pieces[0] if start > 0 else b""
+        pos = start
+
+
+def lines_containing_backwards(fd: int, marker: bytes, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, body) of the lines before `end` that contain `marker` (no newline in it), last
+    first; an unterminated last line included. Reads like `iter_lines_backwards`, but lines are
+    found by a byte search, so a long stretch without the marker costs no Python step per line."""
+    carry = b""  # a line cut by the previous read: its end, with its newline
+    pos = end
+    step = _FIRST_BACK_CHUNK
+    while pos > 0:
+        start = max(0, pos - step)
+        step = min(step * 2, _STREAM_CHUNK)
+        block = os.pread(fd, pos - start, start)
+        # Up to the first newline may be the end of a longer line: carried to the next read, unless at 0.
+        head = block.find(b"\n") + 1 if start > 0 else 0
+        if start > 0 and head == 0:
+            carry, pos = block + carry, start  # no line starts in this read
+            continue
+        # The last line starting here runs on into `carry`: searched joined (one line, not the block).
+        last = max(block.rfind(b"\n", head) + 1, head)
+        line = block[last:] + carry
+        if marker in line:
+            yield start + last, body(line, start + last == 0)
+        found = block.rfind(marker, head, last)
+        while found >= 0:
+            line_start = block.rfind(b"\n", 0, found) + 1
+            line_end = block.find(b"\n", found)
+            yield start + line_start, body(block[line_start:line_end], start + line_start == 0)
+            found = block.rfind(marker, head, line_start)
+        carry = block[:head]
         pos = start
 
 

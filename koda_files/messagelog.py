@@ -14,22 +14,25 @@ A last line that does not decode is not a message anywhere (a torn write): reade
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from .classify import COMPACTION, COMPACTION_MARK, archived_as, classify, compaction_of, last_compaction
-from .codec import Completion, LineError, apply_note, decode_entry, note_fields
+from .codec import Completion, LineError, apply_note, decode_lines, note_fields
 from .completion import counts_as_mark
 from .errors import KodaFilesError
 from .fileops import open_read
-from .framing import body, iter_lines_backwards, split_lines
+from .framing import body, iter_lines_backwards, split_bodies
 from .types import Message
 
-__all__ = ["BadLine", "MessageLog", "read_backwards"]
+__all__ = ["BadLine", "MessageLog", "paused_gc", "read_backwards"]
 
 log = logging.getLogger("koda_files")
 
@@ -41,6 +44,25 @@ _MAX_REREADS = 100
 # saves): `mtime_ns` then holds minus the wall time of the append, and the first read takes any
 # mtime up to that time (plus the kernel clock's coarseness) as ours; a later one means an edit.
 _COARSE_CLOCK_NS = 20_000_000
+_ID = attrgetter("id")
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Run the block with automatic garbage collection off (then on again, if it was on).
+
+    Building a long log makes a tracked object per line and nothing cyclic: left on, the
+    collector would walk every object built so far again and again (a third of a 100,000-line
+    load). Other threads run without automatic collection meanwhile.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @dataclass(frozen=True)
@@ -176,7 +198,8 @@ class MessageLog:
                 return
         if self.matches(st):
             self.mtime_ns = st.st_mtime_ns
-            self._decode_own()
+            if self._own:
+                self._decode_own()
             return
         if st.st_ino == self.ino and st.st_dev == self.dev and self.exists and st.st_size > self.offset:
             self._decode_own()
@@ -253,9 +276,10 @@ class MessageLog:
             self.unterminated = False
         end = body.rfind(b"\n") + 1
         complete, tail = body[:end], body[end:]
-        for line_no, line in split_lines(complete, self.line_count + 1, start == 0):
-            self._take(line_no, line)
-        self.line_count += complete.count(b"\n")
+        lines = split_bodies(complete, start == 0)
+        with paused_gc():
+            self._take_all(self.line_count + 1, lines)
+        self.line_count += len(lines)
         self.guard = (self.guard + complete)[-_GUARD:] if end else self.guard
         self.ino, self.dev, self.exists = held.st_ino, held.st_dev, True
         entry = _decode_tail(tail, self.session_id, start + end == 0) if tail else None
@@ -283,18 +307,43 @@ class MessageLog:
                 os.close(fd)
         return self._lines_before + counted
 
-    def _take(self, line_no: int, line: bytes) -> None:
-        if not line.strip():
+    def _take_all(self, first_line_no: int, lines: Sequence[bytes]) -> None:
+        """Apply `lines` (numbered from `first_line_no`) in order.
+
+        A chunk of messages only, none archived by its own line or by a compaction line, is
+        appended in bulk; anything else goes line by line through `_add`.
+        """
+        notable: set[str] = set()
+        entries = decode_lines(lines, self.session_id, notable)
+        if "compaction" in notable or "compacted_at" in notable or not {*map(type, entries)} <= {Message}:
+            for line_no, (line, entry) in enumerate(zip(lines, entries, strict=True), first_line_no):
+                self._take(line_no, line, entry)
+            return
+        messages: list[Message] = entries  # type: ignore[assignment]
+        base, active_base, count = len(self.messages), len(self.active), len(messages)
+        ids = list(map(_ID, messages))
+        self.where.update(zip(ids, range(base, base + count), strict=True))
+        self.largest_id = max(self.largest_id, max(ids, default=0))
+        if "completed_at" in notable:
+            self.marked += sum(
+                1 for m in messages if m.completed_at is not None and counts_as_mark(m.role, m.content)
+            )
+        self.messages += messages
+        self.active_at += range(active_base, active_base + count)
+        self.active_src += range(base, base + count)
+        self.active += messages
+
+    def _take(self, line_no: int, line: bytes, entry: Message | Completion | LineError) -> None:
+        """Apply one decoded line (from `decode_lines`): a blank or bad one is only reported."""
+        if type(entry) is LineError and not line.strip():
             if line:
                 log.warning("%s line %d: blank line (whitespace only), skipped", self.path, self._line_no(line_no))
             return
-        try:
-            entry = decode_entry(line, self.session_id)
-        except LineError as exc:
-            self.bad.append(BadLine(self._line_no(line_no), str(exc), line))
-            log.warning("%s line %d: skipped, %s", self.path, self._line_no(line_no), exc)
+        if type(entry) is LineError:
+            self.bad.append(BadLine(self._line_no(line_no), str(entry), line))
+            log.warning("%s line %d: skipped, %s", self.path, self._line_no(line_no), entry)
             return
-        self._add(entry, line)
+        self._add(entry, line)  # type: ignore[arg-type]
 
     def _add(self, message: Message | Completion, line: bytes) -> None:
         """Apply one decoded line: a message (a compaction archives what is active), or an annotation."""
@@ -355,8 +404,8 @@ class MessageLog:
 
     def _decode_own(self) -> None:
         own, self._own = self._own, []
-        for line_no, line in own:
-            self._take(line_no, line)
+        if own:  # our appends: consecutive lines
+            self._take_all(own[0][0], [line for _, line in own])
 
     def _report_tail(self, tail: bytes, tail_is_torn: Callable[[], bool] | None) -> None:
         # An unterminated tail is either a write in progress or what a crash left: report it

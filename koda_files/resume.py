@@ -120,7 +120,7 @@ class ResumeState(StoreRoot):
             raise ValueError(f"not an ISO 8601 time: {when!r}")
         at_ns = int(moment.timestamp() * 1_000_000) * 1000
         with self._session(session_id) as s, s.locked():
-            newest = next(iter(s.newest_first()), None)
+            newest = s.newest(lambda m: m)
             created = parse_time(newest.created_at or "") if newest is not None else None
             log_ns = max(at_ns, int(created.timestamp() * 1_000_000) * 1000) if created else at_ns
             with contextlib.suppress(FileNotFoundError):

@@ -120,7 +120,7 @@ def _from_file(fd: int, before: os.stat_result, session_id: str, tracks_header: 
             tracks = tracks or (entry.completed_at is not None and counts_as_mark(entry.role, entry.content))
             if entry.compacted_at is None:
                 offsets.append(offset)
-                owner_of.append(owners.feed(entry.role, entry.tool_calls, entry.tool_call_id))
+                owner_of.append(owners.feed(entry))
     return _Active(owner_of, offsets, max(messages, default=0), tracks)
 
 

@@ -215,20 +215,20 @@ class StoreRoot:
 
     def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
         """`pick` applied to messages last to first; the first answer that is not None."""
-        validate_session_id(session_id)
-        handle = self._acquire(session_id)  # the query path of every turn: no context managers
+        # The query path of every turn: a cached handle (its id checked, the layout too, when
+        # it was made) is marked in use here, without `_acquire`'s checks.
+        with self._handles_lock:
+            handle = self._handles.get(session_id) if type(session_id) is str else None
+            if handle is not None:
+                self._handles.move_to_end(session_id)
+                handle.users += 1
+        if handle is None:
+            handle = self._acquire(validate_session_id(session_id))
         try:
-            messages = handle.newest_first()
-            try:
-                for m in messages:
-                    answer = pick(m)
-                    if answer is not None:
-                        return answer
-                return None
-            finally:
-                messages.close()
+            return handle.newest(pick)
         finally:
-            self._release(handle)
+            with self._handles_lock:
+                handle.users -= 1
 
 
 def _close_handles(handles: OrderedDict[str, SessionDir], lock: threading.Lock, ids: FileMutex) -> None:

@@ -17,7 +17,7 @@ owner of a new result (and the results it owns), so an append re-judges from the
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import orjson
@@ -27,25 +27,29 @@ from .types import Message, Role
 __all__ = ["CallOwners", "ContextCache", "call_ids", "group_start", "has_tool_calls", "sanitize"]
 
 
-@lru_cache(maxsize=4096)
-def _parse_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
+def _read_calls(tool_calls: str) -> tuple[tuple[str, ...], bool]:
     """(the ids the calls name, whether it makes calls that are all readable with distinct ids).
 
     Blank, `[]` and `null` make no calls: `((), True)`. Anything else that is not a non-empty
     JSON array of objects with distinct string ids is unreadable: `(ids found, False)`.
     """
-    if not tool_calls.strip():
-        return (), True
+    if not tool_calls or tool_calls.isspace():
+        return _NO_CALLS
     try:
         calls = orjson.loads(tool_calls)
     except orjson.JSONDecodeError:
         return (), False
     if calls is None or calls == []:
-        return (), True
-    if not isinstance(calls, list):
+        return _NO_CALLS
+    if type(calls) is not list:
         return (), False
-    ids = tuple(c["id"] for c in calls if isinstance(c, dict) and isinstance(c.get("id"), str))
-    return ids, len(ids) == len(calls) and len(set(ids)) == len(ids)
+    ids = tuple([c["id"] for c in calls if type(c) is dict and type(c.get("id")) is str])
+    return ids, len(ids) == len(calls) and (len(ids) < 2 or len(set(ids)) == len(ids))
+
+
+_NO_CALLS: tuple[tuple[str, ...], bool] = ((), True)
+# Queries about the last messages ask about the same few call lists again and again.
+_parse_calls = lru_cache(maxsize=4096)(_read_calls)
 
 
 def call_ids(tool_calls: str | None) -> tuple[str, ...]:
@@ -68,16 +72,34 @@ class CallOwners:
         self.count = 0
         self._caller: dict[str, int] = {}  # call id -> index of the latest assistant calling it
 
-    def feed(self, role: Role, tool_calls: str | None, tool_call_id: str | None) -> int:
+    def feed(self, message: Message) -> int:
         """The index of the owner of this message if it is a tool result with one, else -1."""
+        return self.feed_all((message,))[0][0]
+
+    def feed_all(self, messages: Iterable[Message]) -> tuple[list[int], list[tuple[tuple[str, ...], bool]]]:
+        """`feed` of each message in order; with what each makes of calls (see `_read_calls`).
+
+        An assistant message's calls are read here once; other messages make none.
+        """
+        caller = self._caller
+        owners: list[int] = []
+        calls: list[tuple[tuple[str, ...], bool]] = []
         index = self.count
-        self.count += 1
-        if role is Role.ASSISTANT:
-            for call in call_ids(tool_calls):
-                self._caller[call] = index
-        elif role is Role.TOOL and tool_call_id is not None:
-            return self._caller.get(tool_call_id, -1)
-        return -1
+        for m in messages:
+            role = m.role
+            if role is Role.ASSISTANT:
+                read = _read_calls(m.tool_calls) if m.tool_calls else _NO_CALLS
+                for call in read[0]:
+                    caller[call] = index
+                owners.append(-1)
+                calls.append(read)
+            else:
+                tool_call_id = m.tool_call_id
+                owners.append(caller.get(tool_call_id, -1) if role is Role.TOOL and tool_call_id is not None else -1)
+                calls.append(_NO_CALLS)
+            index += 1
+        self.count = index
+        return owners, calls
 
 
 def group_start(owners: Sequence[int], cut: int) -> int:
@@ -102,7 +124,14 @@ class ContextCache:
         self._seen = 0
         self._owners = CallOwners()
         self._owner: list[int] = []  # per index: the owner of a tool result, else -1
-        self._newest: dict[tuple[int, str], int] = {}  # (owner, call id) -> its newest result
+        # Per index: an assistant message's calls, read once (ids, readable); others: none.
+        self._calls: list[tuple[tuple[str, ...], bool]] = []
+        self._kept: list[bool] = []  # per index: whether the message is in the context
+        # Results with an owner: a call id's owners only grow along the log (a later call of an
+        # id takes it over), so its latest result tells whether a new one has the same owner.
+        self._last: dict[str, int] = {}  # call id -> index of its latest result
+        self._superseded: set[int] = set()  # results with a newer one of the same owner and id
+        self._answered: list[int] = []  # per index: how many of its call ids have a result
         self._out: list[Message] = []
         self._out_index: list[int] = []  # index in the active list of each message in _out
         self._patches = 0  # how many entries of `patched` were applied
@@ -123,23 +152,57 @@ class ContextCache:
             earliest = self._apply_patches(active, patched, earliest)
         if len(active) == self._seen and earliest == self._seen:
             return list(self._out)
-        for index in range(self._seen, len(active)):
-            m = active[index]
-            owner = self._owners.feed(m.role, m.tool_calls, m.tool_call_id)
+        # Both passes run once per message on a cold load: what they use is bound locally.
+        seen, count = self._seen, len(active)
+        new = active[seen:]
+        assistant, tool = Role.ASSISTANT, Role.TOOL
+        owners, calls = self._owners.feed_all(new)
+        self._calls += calls  # each call list read once, for ownership and for the verdict
+        owner_of, last, superseded, answered = self._owner, self._last, self._superseded, self._answered
+        owner_of += owners
+        answered += [0] * len(new)
+        for offset, owner in enumerate(owners):
             if owner >= 0:
-                self._newest[(owner, m.tool_call_id or "")] = index
+                call = new[offset].tool_call_id or ""
+                previous = last.get(call)
+                if previous is not None and owner_of[previous] == owner:
+                    superseded.add(previous)
+                else:
+                    answered[owner] += 1  # the first result of this call
+                last[call] = seen + offset
                 earliest = min(earliest, owner)  # the owner's verdict, and its results', may change
-            self._owner.append(owner)
-        self._seen = len(active)
+        self._seen = count
         cut = bisect_left(self._out_index, earliest)
-        del self._out[cut:]
-        del self._out_index[cut:]
-        for index in range(earliest, len(active)):
+        out, out_index, all_calls = self._out, self._out_index, self._calls
+        tracking = self._tracking
+        del out[cut:]
+        del out_index[cut:]
+        kept = self._kept
+        del kept[earliest:]
+        for index in range(earliest, count):
             m = active[index]
-            if self._keep(active, index, m):
-                self._out.append(m)
-                self._out_index.append(index)
-        return list(self._out)
+            role = m.role
+            if role is assistant:
+                if tracking and m.completed_at is None:
+                    keep = False  # interrupted: never marked complete
+                else:
+                    ids, readable = all_calls[index]
+                    if not ids and readable:  # makes no calls: judged by its text
+                        text = m.content
+                        keep = bool(text) and not text.isspace()  # type: ignore[union-attr]
+                    else:  # readable calls have distinct ids: all answered when as many are
+                        keep = readable and answered[index] == len(ids)
+            elif role is tool:
+                # Kept when its owner is, and it is the owner's newest result for its id.
+                owner = owner_of[index]
+                keep = owner >= 0 and kept[owner] and index not in superseded
+            else:
+                keep = True
+            kept.append(keep)
+            if keep:
+                out.append(m)
+                out_index.append(index)
+        return list(out)
 
     def owners(self) -> list[int]:
         """Per message of the list last passed to `update`: the index of its owner, or -1."""
@@ -158,26 +221,6 @@ class ContextCache:
                 self._out[at] = active[index]
         self._patches = len(patched)
         return earliest
-
-    def _keep(self, active: Sequence[Message], index: int, m: Message) -> bool:
-        if m.role is Role.ASSISTANT:
-            return self._keep_assistant(index, m)
-        if m.role is Role.TOOL:
-            owner = self._owner[index]
-            return (
-                owner >= 0
-                and self._newest.get((owner, m.tool_call_id or "")) == index
-                and self._keep_assistant(owner, active[owner])
-            )
-        return True
-
-    def _keep_assistant(self, index: int, m: Message) -> bool:
-        if self._tracking and m.completed_at is None:
-            return False  # interrupted: never marked complete
-        ids, readable = _parse_calls(m.tool_calls or "")
-        if not ids and readable:  # makes no calls: judged by its text
-            return m.content is not None and bool(m.content.strip())
-        return readable and all((index, call) in self._newest for call in ids)
 
 
 def sanitize(messages: Sequence[Message], tracking: bool = False) -> list[Message]:

@@ -11,9 +11,9 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -26,13 +26,14 @@ from .framing import iter_file_lines, iter_lines_backwards
 from .journal import JOURNAL, note_change
 from .layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from .locking import FileMutex
-from .messagelog import MessageLog, read_backwards
+from .messagelog import MessageLog, paused_gc, read_backwards
 from .sanitize import ContextCache
 from .types import Message
 
 __all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
 
 _TAIL = 1 << 16
+_T = TypeVar("_T")
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
@@ -177,16 +178,17 @@ class SessionDir:
         `whole`: with the archived messages above the last compaction (see `MessageLog`).
         """
         with self.cache_lock:
-            if self.log.exists:
+            log = self.log
+            if log.exists:
                 # The file at the path is the one already parsed (same inode): it is this
                 # session's, whatever the path resolves through, so one stat is the whole check.
                 try:
                     st = os.stat(self._messages_str, follow_symlinks=False)
                 except FileNotFoundError:
                     st = None
-                if st is not None and (st.st_ino, st.st_dev) == (self.log.ino, self.log.dev):
-                    self.log.refresh(self._tail_is_torn, st, whole=whole)
-                    return self.log
+                if st is not None and st.st_ino == log.ino and st.st_dev == log.dev:
+                    log.refresh(self._tail_is_torn, st, whole=whole)
+                    return log
             if not self.is_dir():
                 self.log.clear()  # keeps counting generations: the context cache must see a change
                 return self.log
@@ -198,7 +200,7 @@ class SessionDir:
 
         `access=False` reads without recording an access (the idle time stays).
         """
-        with self.cache_lock:
+        with self.cache_lock, paused_gc():
             log = self.refresh()
             context = self.context.update(log.active, log.generation, log.patched, self.tracks_completion())
         if log.exists and access:
@@ -233,8 +235,7 @@ class SessionDir:
         """
         if not self.log.exists:
             return None
-        with self.cache_lock:
-            return self.refresh().messages
+        return self.refresh().messages  # takes the cache lock
 
     def find(self, message_id: int) -> Message | None:
         """The message with this id in the log, or None (read backwards if not cached)."""
@@ -244,24 +245,36 @@ class SessionDir:
                 index = log.where.get(message_id)
                 if index is not None:
                     return log.messages[index]
-        with contextlib.closing(self.newest_first()) as newest_first:
-            return next((m for m in newest_first if m.id == message_id), None)
+        return self.newest(lambda m: m if m.id == message_id else None)
 
-    def newest_first(self) -> Generator[Message, None, None]:
-        """Messages last to first: from the cache when it is loaded, else read backwards from the end.
+    def newest(self, pick: Callable[[Message], _T | None]) -> _T | None:
+        """`pick` applied to messages last to first; the first answer that is not None.
 
-        Answers found near the end (`last_user_message`, pending tool calls) then cost the same
-        for a session of ten messages or of a hundred thousand.
+        From the cache when it is loaded (one stat, then a walk back from its end), else read
+        backwards from the end: answers found near the end (`last_user_message`, pending tool
+        calls) cost the same for a session of ten messages or of a hundred thousand.
         """
-        messages = self.parsed_messages()
-        if messages is not None:
-            first, archived_at = self.log.first, self.log.first_archived_at
-            for index in range(len(messages) - 1, -1, -1):
-                yield messages[index]
-            if first > 0:  # the cache holds what follows the last compaction: go on above it
-                yield from read_backwards(self.messages_path, self.id, end=first, archived_at=archived_at)
+        if self.log.exists:
+            log = self.refresh()  # appends never move what is in the list: walked without the lock
+            messages, first, archived_at = log.messages, log.first, log.first_archived_at
+            for m in reversed(messages):
+                answer = pick(m)
+                if answer is not None:
+                    return answer
+            if first <= 0:
+                return None
+            # The cache holds what follows the last compaction: go on above it.
+            older = read_backwards(self.messages_path, self.id, end=first, archived_at=archived_at)
         elif self.is_dir():
-            yield from read_backwards(self.messages_path, self.id)
+            older = read_backwards(self.messages_path, self.id)
+        else:
+            return None
+        with contextlib.closing(older):
+            for m in older:
+                answer = pick(m)
+                if answer is not None:
+                    return answer
+        return None
 
     def _tail_is_torn(self) -> bool:
         # With no writer holding the lock, nobody is in the middle of writing that tail.

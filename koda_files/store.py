@@ -207,25 +207,17 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             return answer
         return user_messages(self._sessions_dir, self._session_ids(), limit)
 
-    def _last_content(self, session_id: str, role: Role) -> str:
-        content = self._newest(session_id, lambda m: m.content if m.role is role else None)
-        return content or ""
-
     def last_assistant_message(self, session_id: str) -> str:
         """Content of the last assistant message with content; "" if none."""
-        return self._last_content(session_id, Role.ASSISTANT)
+        return self._newest(session_id, _assistant_content) or ""
 
     def last_user_message(self, session_id: str) -> str:
         """Content of the last user message with content; "" if none."""
-        return self._last_content(session_id, Role.USER)
+        return self._newest(session_id, _user_content) or ""
 
     def has_pending_tool_calls(self, session_id: str) -> bool:
         """True when the last active message is an assistant message with tool calls."""
-        pending = self._newest(
-            session_id,
-            lambda m: None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m)),
-        )
-        return bool(pending)
+        return bool(self._newest(session_id, _pending))
 
     # ── usage ──
 
@@ -354,6 +346,19 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
         self._whole.rebuild()
+
+
+# What the `last_*` queries pick from messages walked newest first (None: look further back).
+def _user_content(m: Message) -> str | None:
+    return m.content if m.role is Role.USER else None
+
+
+def _assistant_content(m: Message) -> str | None:
+    return m.content if m.role is Role.ASSISTANT else None
+
+
+def _pending(m: Message) -> bool | None:
+    return None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m))
 
 
 def _text_or_none(value: object) -> str | None:

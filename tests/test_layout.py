@@ -5,6 +5,7 @@ compacted by rewriting every archived line) read and compacted as before.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ FIRST, SECOND = sorted(EXPECTED)  # the session with tool calls and marks; the o
 
 
 def _as_dicts(messages: list[Any]) -> list[dict[str, Any]]:
-    return [{**m.__dict__, "role": m.role.value} for m in messages]
+    return [{**{f.name: getattr(m, f.name) for f in dataclasses.fields(m)}, "role": m.role.value} for m in messages]
 
 
 def _layout(root: Path) -> int:

@@ -59,7 +59,7 @@ from typing import Literal
 import orjson
 
 from koda_files.errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
-from koda_files.sanitize import CallOwners, group_start
+from koda_files.sanitize import CallOwners, group_start, sanitize
 from koda_files.types import (
     CompactedStats,
     Interruption,
@@ -78,8 +78,6 @@ Synchronous = Literal["NORMAL", "FULL"]
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ROLES: dict[str, Role] = {r.value: r for r in Role}
-_ASSISTANT = Role.ASSISTANT
-_TOOL = Role.TOOL
 
 CONTINUATION_HINT = (
     "Your context was compacted. The previous message contains a summary of our earlier "
@@ -196,41 +194,11 @@ def _call_ids(tool_calls: str) -> list[str]:
 
 
 def sanitize_context(messages: list[Message]) -> list[Message]:
-    """koda's three ``load_context`` passes, in koda's order (issue 2, "load_context")."""
-    # (1) drop messages that refer to a tool-call id seen on one side only
-    calls: set[str] = set()
-    returns: set[str] = set()
-    parsed: dict[int, list[str]] = {}
-    for i, m in enumerate(messages):
-        if m.role is _ASSISTANT:
-            if m.tool_calls is not None:
-                ids = _call_ids(m.tool_calls)
-                parsed[i] = ids
-                calls.update(ids)
-        elif m.role is _TOOL and m.tool_call_id is not None:
-            returns.add(m.tool_call_id)
-    mismatched = calls ^ returns
-    if mismatched:
-        kept: list[Message] = []
-        for i, m in enumerate(messages):
-            if m.role is _TOOL:
-                if m.tool_call_id is not None and m.tool_call_id in mismatched:
-                    continue
-            elif m.role is _ASSISTANT and i in parsed and not mismatched.isdisjoint(parsed[i]):
-                continue
-            kept.append(m)
-        messages = kept
-    # (2) drop assistant messages with neither non-blank content nor tool calls
-    # (3) drop assistant messages without tool calls whose content is whitespace only
-    # For an assistant message without tool calls, (2) keeps it exactly when its content is
-    # not blank, and then (3) keeps it too; (3) can remove nothing that (2) kept.
-    return [
-        m
-        for m in messages
-        if m.role is not _ASSISTANT
-        or m.tool_calls is not None
-        or (m.content is not None and m.content.strip())
-    ]
+    """The context rule both stores answer by (README, "The context the model gets"): call
+    groups pruned to a fixpoint, the newest result per call. koda's older SQL passes (one pass
+    over the symmetric difference of call and result ids) keep a result of a partly answered
+    turn, which the rule drops; the cross-check compares one contract, so both use this one."""
+    return sanitize(messages)
 
 
 class SqliteStore:

@@ -174,6 +174,27 @@ def test_garbage_collection_is_as_it_was_after_a_load(root: Path) -> None:
     assert gc.isenabled()
 
 
+def test_a_big_load_leaves_the_process_own_frozen_objects_frozen(root: Path) -> None:
+    """What a big load builds goes straight to the oldest generation, without thawing objects
+    the process froze itself (a server that forks after `gc.freeze()` keeps its pages shared)."""
+    store = FileStore(root)
+    sid = _filled(store, 2600)
+    gc.collect()
+    context = FileStore(root).load_context(sid)
+    allocated: list[None] = [None]  # a young collection would run at this allocation if one were due
+    oldest = {id(o) for o in gc.get_objects(generation=2)}
+    assert id(context[0]) in oldest and id(context[-1]) in oldest and allocated  # no young collection walked them
+    mine = [[i] for i in range(100)]
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        FileStore(root).load_context(sid)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+    assert mine
+
+
 # ── framing ──
 
 

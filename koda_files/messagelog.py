@@ -45,6 +45,7 @@ _MAX_REREADS = 100
 # mtime up to that time (plus the kernel clock's coarseness) as ours; a later one means an edit.
 _COARSE_CLOCK_NS = 20_000_000
 _ID = attrgetter("id")
+_PROMOTE_AT = 10_000
 
 
 @contextlib.contextmanager
@@ -53,7 +54,10 @@ def paused_gc() -> Iterator[None]:
 
     Building a long log makes a tracked object per line and nothing cyclic: left on, the
     collector would walk every object built so far again and again (a third of a 100,000-line
-    load). Other threads run without automatic collection meanwhile.
+    load). Other threads run without automatic collection meanwhile. After a big build (over
+    `_PROMOTE_AT` new objects) they go straight to the oldest generation (`gc.freeze` then
+    `gc.unfreeze`), unless the process froze objects of its own: a log's messages live as long
+    as its cache, and a young collection walking them all at once costs a sixth of a load.
     """
     if not gc.isenabled():
         yield
@@ -62,6 +66,9 @@ def paused_gc() -> Iterator[None]:
     try:
         yield
     finally:
+        if gc.get_count()[0] >= _PROMOTE_AT and gc.get_freeze_count() == 0:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 
@@ -153,6 +160,10 @@ class MessageLog:
     exists: bool = False
     # Bumped whenever `active` changes other than by appending, so derived caches can tell.
     generation: int = 0
+    # When a refresh found the cache current: the file's (inode, device, size, mtime) then, with
+    # `messages`, `first` and `first_archived_at`. One tuple, replaced whole, so a reader may
+    # use it without the cache lock (`SessionDir.newest`); None after any other change.
+    current: tuple[int, int, int, int, list[Message], int, str | None] | None = None
     _own: list[tuple[int, bytes]] = field(default_factory=list)  # our appends, decoded on next read
     _reported_tail: tuple[int, int, int] = (-1, -1, -1)
     _lines_before: int = -1  # lines above `first` (counted only to name a line in a warning)
@@ -200,7 +211,12 @@ class MessageLog:
             self.mtime_ns = st.st_mtime_ns
             if self._own:
                 self._decode_own()
+            self.current = (
+                *(st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns),
+                *(self.messages, self.first, self.first_archived_at),
+            )
             return
+        self.current = None
         if st.st_ino == self.ino and st.st_dev == self.dev and self.exists and st.st_size > self.offset:
             self._decode_own()
             if self._read_from(self.offset, st, tail_is_torn):
@@ -222,6 +238,7 @@ class MessageLog:
         self._reset()
 
     def _reset(self) -> None:
+        self.current = None
         self.messages = []
         self.active = []
         self.bad = []
@@ -429,6 +446,7 @@ class MessageLog:
         was taken at, someone changed the file in place meanwhile and the cache is dropped. The
         line is decoded on the next read, so an insert pays nothing for the cache.
         """
+        self.current = None
         if not self.exists or start != self.offset or ino != self.ino:
             return
         if not (mtime_ns == self.mtime_ns or 0 < mtime_ns <= -self.mtime_ns + _COARSE_CLOCK_NS):

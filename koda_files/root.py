@@ -39,7 +39,7 @@ from .layout import (
 from .locking import FileMutex
 from .protocol import StrPath
 from .scan import largest_id
-from .session import SessionDir, encode_header
+from .session import NOT_CURRENT, SessionDir, encode_header
 from .summary import RootSummary
 from .types import Message
 
@@ -215,20 +215,18 @@ class StoreRoot:
 
     def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
         """`pick` applied to messages last to first; the first answer that is not None."""
-        # The query path of every turn: a cached handle (its id checked, the layout too, when
-        # it was made) is marked in use here, without `_acquire`'s checks.
-        with self._handles_lock:
-            handle = self._handles.get(session_id) if type(session_id) is str else None
-            if handle is not None:
-                self._handles.move_to_end(session_id)
-                handle.users += 1
-        if handle is None:
-            handle = self._acquire(validate_session_id(session_id))
+        # The query path of every turn: a cached handle whose log is current answers after one
+        # stat, with no lock and no descriptor (so it need not be marked in use).
+        handle = self._handles.get(session_id) if type(session_id) is str else None
+        if handle is not None:
+            answer = handle.newest_cached(pick)
+            if answer is not NOT_CURRENT:
+                return answer  # type: ignore[return-value]
+        handle = self._acquire(validate_session_id(session_id))
         try:
             return handle.newest(pick)
         finally:
-            with self._handles_lock:
-                handle.users -= 1
+            self._release(handle)
 
 
 def _close_handles(handles: OrderedDict[str, SessionDir], lock: threading.Lock, ids: FileMutex) -> None:

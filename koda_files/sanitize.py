@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import compress
 
 import orjson
 
@@ -199,9 +200,8 @@ class ContextCache:
             else:
                 keep = True
             kept.append(keep)
-            if keep:
-                out.append(m)
-                out_index.append(index)
+        out += compress(active[earliest:count], kept[earliest:])
+        out_index += compress(range(earliest, count), kept[earliest:])
         return list(out)
 
     def owners(self) -> list[int]:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ __all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
 
 _TAIL = 1 << 16
 _T = TypeVar("_T")
+NOT_CURRENT = object()  # `newest_cached`: the cache is not known to be current
 
 
 def encode_header(header: dict[str, Any]) -> bytes:
@@ -250,25 +251,46 @@ class SessionDir:
     def newest(self, pick: Callable[[Message], _T | None]) -> _T | None:
         """`pick` applied to messages last to first; the first answer that is not None.
 
-        From the cache when it is loaded (one stat, then a walk back from its end), else read
-        backwards from the end: answers found near the end (`last_user_message`, pending tool
-        calls) cost the same for a session of ten messages or of a hundred thousand.
+        From the cache when it is loaded (one stat when it is current, then a walk back from
+        its end), else read backwards from the end: answers found near the end
+        (`last_user_message`, pending tool calls) cost the same for ten messages or a hundred thousand.
         """
+        answer = self.newest_cached(pick)
+        if answer is not NOT_CURRENT:
+            return answer  # type: ignore[return-value]
         if self.log.exists:
             log = self.refresh()  # appends never move what is in the list: walked without the lock
-            messages, first, archived_at = log.messages, log.first, log.first_archived_at
-            for m in reversed(messages):
-                answer = pick(m)
-                if answer is not None:
-                    return answer
-            if first <= 0:
-                return None
-            # The cache holds what follows the last compaction: go on above it.
-            older = read_backwards(self.messages_path, self.id, end=first, archived_at=archived_at)
-        elif self.is_dir():
-            older = read_backwards(self.messages_path, self.id)
-        else:
+            return self._walk_back(pick, log.messages, log.first, log.first_archived_at)
+        if self.is_dir():
+            return self._walk_back(pick, (), -1, None)
+        return None
+
+    def newest_cached(self, pick: Callable[[Message], _T | None]) -> _T | object | None:
+        """`newest` when the cache is current (one stat, no lock, no descriptor), else `NOT_CURRENT`."""
+        current = self.log.current
+        if current is None:
+            return NOT_CURRENT
+        try:
+            st = os.stat(self._messages_str, follow_symlinks=False)
+        except OSError:
+            return NOT_CURRENT
+        ino, dev, size, mtime_ns, messages, first, archived_at = current
+        if st.st_ino != ino or st.st_dev != dev or st.st_size != size or st.st_mtime_ns != mtime_ns:
+            return NOT_CURRENT
+        return self._walk_back(pick, messages, first, archived_at)
+
+    def _walk_back(
+        self, pick: Callable[[Message], _T | None], cached: Sequence[Message], first: int, archived_at: str | None
+    ) -> _T | None:
+        """`pick` over `cached` from its end, then over the lines above byte `first` read backwards
+        (0: there are none; -1: nothing is cached, read the whole file)."""
+        for m in reversed(cached):
+            answer = pick(m)
+            if answer is not None:
+                return answer
+        if first == 0:
             return None
+        older = read_backwards(self.messages_path, self.id, end=first if first > 0 else None, archived_at=archived_at)
         with contextlib.closing(older):
             for m in older:
                 answer = pick(m)

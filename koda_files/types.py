@@ -50,7 +50,7 @@ class Message:
     Slots, not an instance dict: a long session holds one per line, so half the memory or less
     (168 bytes here against 352 and more) and half the objects the garbage collector walks.
     Equality, hashing, repr and pickling are a dataclass's; there is no `__dict__` (use
-    `dataclasses.asdict` or `dataclasses.replace`).
+    `dataclasses.asdict` or `dataclasses.replace`) and no weak reference.
     """
 
     id: int
@@ -72,8 +72,8 @@ class Message:
     thinking_content: str | None = None  # the model's reasoning (`update_message_thinking_content`)
 
     def __reduce__(self) -> tuple[type[Message], tuple[object, ...]]:
-        # Pickled as a constructor call: the same on every Python (3.10's frozen slotted
-        # dataclasses do not pickle by themselves).
+        # Pickled as a constructor call, the same on every supported Python (frozen slotted
+        # dataclasses gained their own pickling support only in later releases).
         return Message, tuple(getattr(self, name) for name in self.__slots__)
 
 

@@ -109,6 +109,9 @@ class AsyncFileStore:
     async def set_todo(self, session_id: str, content: str) -> None:
         await asyncio.to_thread(self.sync.set_todo, session_id, content)
 
+    async def delete_todo(self, session_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.delete_todo, session_id)
+
     async def set_session_title(self, session_id: str, title: str) -> None:
         await asyncio.to_thread(self.sync.set_session_title, session_id, title)
 

@@ -168,14 +168,6 @@ class MessageLog:
     _reported_tail: tuple[int, int, int] = (-1, -1, -1)
     _lines_before: int = -1  # lines above `first` (counted only to name a line in a warning)
 
-    def is_current(self) -> bool:
-        """True when the cache matches the file without reading it (one stat)."""
-        try:
-            st = os.stat(self.path, follow_symlinks=False)
-        except FileNotFoundError:
-            return not self.exists
-        return self.matches(st)
-
     def matches(self, st: os.stat_result) -> bool:
         return (
             self.exists
@@ -368,7 +360,7 @@ class MessageLog:
             self._complete(message)
             return
         assert type(message) is Message
-        if line[:1] == b"{" and b'"compaction"' in line:
+        if line[:1] == b"{" and COMPACTION_MARK in line:
             self._compact(line)
         self.where[message.id] = len(self.messages)
         self.messages.append(message)

@@ -228,16 +228,6 @@ class SessionDir:
         """Name this session in the root's change journal (see `journal.py`); never raises."""
         note_change(self._journal, self._journal_line)
 
-    def parsed_messages(self) -> list[Message] | None:
-        """The parsed log brought up to date, if this handle has parsed it; else None (nothing read).
-
-        Appends and completion patches never move what is already in the list, so a caller may
-        walk it (up to its current length) without holding the cache lock.
-        """
-        if not self.log.exists:
-            return None
-        return self.refresh().messages  # takes the cache lock
-
     def find(self, message_id: int) -> Message | None:
         """The message with this id in the log, or None (read backwards if not cached)."""
         if self.log.exists:

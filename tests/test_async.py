@@ -184,3 +184,17 @@ def test_async_store_concurrent_calls_lose_nothing(root: Path, tmp_path: Path) -
 
     ids = asyncio.run(scenario())
     assert len(set(ids)) == 30
+
+
+def test_delete_todo_removes_the_file_once_sync_and_async(root: Path) -> None:
+    store = FileStore(root)
+    sid = store.create_session("main", "/p")
+    store.set_todo(sid, "- [ ] a\n")
+    todo = root / "sessions" / sid / "todo.md"
+    assert store.delete_todo(sid) is True and not todo.exists() and store.get_todo(sid) is None
+    assert store.delete_todo(sid) is False
+    astore = AsyncFileStore(root)
+    store.set_todo(sid, "- [ ] b\n")
+    assert asyncio.run(astore.delete_todo(sid)) is True and not todo.exists()
+    assert asyncio.run(astore.delete_todo(sid)) is False
+    assert store.delete_todo("no-such-session") is False

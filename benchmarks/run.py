@@ -332,7 +332,7 @@ class DirectFiles:
     """
 
     def __init__(self, root: Path) -> None:
-        from koda_files.root import StoreRoot
+        from koda_files._root import StoreRoot
 
         self.store_root = StoreRoot(root)
         self.store_root._ensure_root()
@@ -340,17 +340,17 @@ class DirectFiles:
         self.next_id = 1
         self.journal = [secrets.token_hex(16).encode()]  # `.changes`: a line per locked write
         try:
-            from koda_files.layout import COMPACTION_LAYOUT
+            from koda_files._layout import COMPACTION_LAYOUT
         except ImportError:  # a koda_files that rewrites archived lines
             COMPACTION_LAYOUT = 0
         self.compaction_layout = COMPACTION_LAYOUT
 
     def session(self, project: str, msgs: Sequence[MsgSpec], preserve: int | None = None) -> str:
         """A new session of `msgs`, compacted keeping the last `preserve` (None: not compacted); its id."""
-        from koda_files.codec import encode_new, with_id
-        from koda_files.layout import new_session_id, utc_now
-        from koda_files.sanitize import CallOwners, group_start
-        from koda_files.session import encode_header
+        from koda_files._codec import encode_new, with_id
+        from koda_files._layout import new_session_id, utc_now
+        from koda_files._sanitize import CallOwners, group_start
+        from koda_files._session import encode_header
 
         sid = new_session_id()
         header = {"agent_name": "main", "created_at": utc_now(), "id": sid, "metadata": {}, "project_root": project}
@@ -378,15 +378,15 @@ class DirectFiles:
 
     def _compacted(self, lines: list[bytes], cut: int) -> list[bytes]:
         """`lines` after a compaction archiving the first `cut` of them."""
-        from koda_files.codec import add_field, encode_record, field_suffix, fold_fields, with_id
-        from koda_files.layout import utc_now
-        from koda_files.rewrite import COMPACTION_HINT
+        from koda_files._codec import add_field, encode_record, field_suffix, fold_fields, with_id
+        from koda_files._layout import utc_now
+        from koda_files._rewrite import COMPACTION_HINT
 
         first = self.next_id
         self.next_id += 2
         now = utc_now()
         if self.compaction_layout:
-            from koda_files.rewrite import _records  # the store's own encoder of the two lines
+            from koda_files._rewrite import _records  # the store's own encoder of the two lines
 
             self.store_root._ensure_layout(self.compaction_layout)
             summary, hint = _records(SUMMARY, now, False)
@@ -403,7 +403,7 @@ class DirectFiles:
     def finish(self) -> None:
         with open(self.root / ".ids", "wb") as f:
             f.write(b"%020d\n" % self.next_id)
-        if importlib.util.find_spec("koda_files.journal") is not None:
+        if importlib.util.find_spec("koda_files._journal") is not None:
             with open(self.root / ".changes", "wb") as f:
                 f.write(b"\n".join(self.journal) + b"\n")
 
@@ -732,7 +732,7 @@ class Bench:
         """
         r = Result(name)
         answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
-        splice = getattr(importlib.import_module("koda_files.fileops"), "atomic_splice", None)
+        splice = getattr(importlib.import_module("koda_files._fileops"), "atomic_splice", None)
         for rep in range(self.repeat):
             for kind in order(rep):
                 loc = self.fresh(f"compact-history-{kind}")

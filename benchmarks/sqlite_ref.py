@@ -58,8 +58,8 @@ from typing import Literal
 
 import orjson
 
+from koda_files._sanitize import CallOwners, group_start, sanitize
 from koda_files.errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
-from koda_files.sanitize import CallOwners, group_start, sanitize
 from koda_files.types import (
     CompactedStats,
     Interruption,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._protocol import AsyncPersistence, Persistence
 from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
-from .protocol import AsyncPersistence, Persistence
 from .types import (
     CompactedStats,
     Interruption,
@@ -25,8 +25,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from ._browse import SearchHit, SessionOverview
     from .aio import AsyncFileStore
-    from .browse import SearchHit, SessionOverview
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .store import FileStore
 
@@ -39,8 +39,8 @@ _LAZY = {
     "ImportReport": "kodadb",
     "export_sqlite": "kodadb",
     "import_sqlite": "kodadb",
-    "SearchHit": "browse",
-    "SessionOverview": "browse",
+    "SearchHit": "_browse",
+    "SessionOverview": "_browse",
 }
 
 

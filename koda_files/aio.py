@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from .protocol import RoleLike, StrPath
+from ._protocol import RoleLike, StrPath
 from .store import FileStore
 from .types import CompactedStats, Interruption, Message, SessionEvent, SessionInfo, SessionUsage, TokenUsage
 

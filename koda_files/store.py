@@ -13,25 +13,25 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .browse import Browsing
-from .check import CheckReport, check_store
-from .codec import check_text, encode_new
-from .completion import HEADER_KEY, root_tracks
+from ._browse import Browsing
+from ._check import CheckReport, check_store
+from ._codec import check_text, encode_new
+from ._completion import HEADER_KEY, root_tracks
+from ._events import EventsMixin
+from ._fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
+from ._fork import ForkMixin
+from ._kv import KeyValueMixin
+from ._layout import COMPACTION_LAYOUT, MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
+from ._protocol import RoleLike, StrPath
+from ._redact import RedactMixin
+from ._rewrite import compact_lines, purge_lines
+from ._root import check_limit
+from ._sanitize import has_tool_calls
+from ._scan import user_messages
+from ._session import encode_header
+from ._usage import sum_usage, usage_by_agent
 from .errors import KodaFilesError
-from .events import EventsMixin
-from .fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
-from .fork import ForkMixin
-from .kv import KeyValueMixin
-from .layout import COMPACTION_LAYOUT, MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
-from .protocol import RoleLike, StrPath
-from .redact import RedactMixin
-from .rewrite import compact_lines, purge_lines
-from .root import check_limit
-from .sanitize import has_tool_calls
-from .scan import user_messages
-from .session import encode_header
 from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
-from .usage import sum_usage, usage_by_agent
 
 __all__ = ["FileStore"]
 

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 from _fault_helpers import scaled
 
-from koda_files import FileStore, Role, layout
+from koda_files import FileStore, Role
+from koda_files import _layout as layout
 from koda_files import store as store_module
 
 

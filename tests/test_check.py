@@ -11,7 +11,7 @@ from pathlib import Path
 from _fault_helpers import fork_child, scaled
 
 from koda_files import FileStore, Role
-from koda_files.check import QUARANTINE, CheckReport
+from koda_files._check import QUARANTINE, CheckReport
 
 
 def _damaged(root: Path) -> tuple[FileStore, str, str, bytes]:

@@ -187,7 +187,7 @@ def test_a_search_does_not_import_what_only_writers_need(cli: Cli) -> None:
     _two_sessions(cli)
     script = (
         "import contextlib, io, sys\n"
-        "from koda_files.cli import main\n"
+        "from koda_files.cli._main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    main(['search', 'needle', '--all', '--tools'])\n"
         "print(sorted(m for m in ('filelock', 'platformdirs') if m in sys.modules))\n"

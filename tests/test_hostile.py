@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from _helpers import snapshot
 
-from koda_files import FileStore, InvalidSessionIdError, KodaFilesError, Role, SessionNotFoundError, TokenUsage, fileops
+from koda_files import FileStore, InvalidSessionIdError, KodaFilesError, Role, SessionNotFoundError, TokenUsage
+from koda_files import _fileops as fileops
 
 HOSTILE_IDS = [
     "../x", "../../etc/passwd", "/etc/passwd", "/", "a/b", "a\\b", "..\\x", "C:\\x", "a\0b", "\0",

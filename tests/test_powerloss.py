@@ -27,7 +27,8 @@ from _crashplan import Planner, completed_calls, crash_points
 from _crashstate import Recorder, Recording, files_of, materialise
 from _fault_helpers import scaled
 
-from koda_files import FileStore, Message, Role, TokenUsage, fileops
+from koda_files import FileStore, Message, Role, TokenUsage
+from koda_files import _fileops as fileops
 
 PROJECT = "/koda-project"
 KEYS = ("color", "model")

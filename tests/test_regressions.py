@@ -14,8 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from koda_files import FileStore, KodaFilesError, Role
-from koda_files.kodadb import export_sqlite, import_sqlite
+from koda_files import FileStore, KodaFilesError, Role, export_sqlite, import_sqlite
 
 INT64_MAX = 2**63 - 1
 

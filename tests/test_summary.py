@@ -21,7 +21,7 @@ import pytest
 from _cli import Cli
 
 from koda_files import FileStore, Role
-from koda_files import summary as summary_module
+from koda_files import _summary as summary_module
 
 DERIVED = (".index", ".summary", ".changes")
 

@@ -1,0 +1,149 @@
+"""Looking over a whole store: session overviews with last activity, disk usage and full-text search.
+
+Everything here answers from the derived index and file stats (`stat`, never a parse of a log
+whose summary is current), so listing a large store costs milliseconds; search reads the logs
+but parses only lines whose bytes contain the pattern. `FileStore` inherits these methods.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._layout import LAYOUT_FILE, SESSIONS, validate_session_id
+from ._protocol import StrPath
+from ._resume import ResumeState
+
+__all__ = ["Browsing", "SearchHit", "SessionOverview"]
+
+# The store's own files directly under the root; anything else there (.git, .venv) is not ours.
+_ROOT_FILES = (LAYOUT_FILE, ".ids", ".index")
+
+
+@dataclass(frozen=True)
+class SessionOverview:
+    """One session as a listing shows it; counts include archived messages.
+
+    `last_activity` is the later of the last insert and the last `load_context` (as
+    `session_last_accessed`), else `created_at`; `first_user_message` is the first line of the
+    first user message with text ("" if none), at most 200 characters.
+    """
+
+    id: str
+    agent_name: str
+    created_at: str
+    last_activity: str
+    message_count: int
+    archived_count: int
+    total_tokens: int
+    project_root: str | None
+    title: str | None
+    mode: str | None
+    first_user_message: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message that matched `search`; `lines` are the lines of the searched text that match."""
+
+    session_id: str
+    message_id: int
+    role: str
+    created_at: str | None
+    archived: bool
+    field: str  # "content" or "tool_calls"
+    lines: tuple[str, ...]
+
+
+class Browsing(ResumeState):
+    """Read-only views over every session of a store."""
+
+    def session_ids(self) -> list[str]:
+        """Ids of every session under the root, sorted (UUIDv7 ids sort by creation)."""
+        return sorted(self._session_ids())
+
+    def session_overview(self, session_id: str) -> SessionOverview | None:
+        """One session's overview; None if it does not exist (or its header is unreadable)."""
+        validate_session_id(session_id)
+        return next(iter(self._overviews([session_id], None)), None)
+
+    def session_overviews(self, project_root: StrPath | None = None) -> list[SessionOverview]:
+        """Every session (or those of `project_root` and those without a project), last activity first."""
+        wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
+        ids = self._session_ids()
+        rows = self._overviews(ids, wanted)
+        self._index.save(ids)
+        rows.sort(key=lambda r: (r.last_activity, r.id), reverse=True)
+        return rows
+
+    def _overviews(self, ids: list[str], wanted: str | None) -> list[SessionOverview]:
+        rows = []
+        for sid, header in self._index.headers(ids).items():
+            root = header.get("project_root")
+            if wanted is not None and root is not None and root != wanted:
+                continue
+            n = self._index.summary(sid)
+            created = str(header.get("created_at") or "")
+            rows.append(
+                SessionOverview(
+                    sid, str(header.get("agent_name") or ""), created,
+                    self.session_last_accessed(sid) or created, n.count, n.archived, n.tokens,
+                    root if isinstance(root, str) else None, _text(header.get("title")),
+                    _text(header.get("mode")), n.first_user,
+                )
+            )  # fmt: skip
+        return rows
+
+    def disk_usage(self) -> int:
+        """Bytes of the store's own files: the marker, `.ids`, `.index` and all under `sessions/`."""
+        total = 0
+        for name in _ROOT_FILES:
+            try:
+                total += os.lstat(self.root / name).st_size
+            except OSError:
+                continue
+        for dirpath, _dirs, files in os.walk(self.root / SESSIONS):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    continue
+        return total
+
+    def search(
+        self,
+        pattern: str,
+        *,
+        regex: bool = False,
+        tools: bool = False,
+        archived: bool = False,
+        roles: frozenset[str] | None = None,
+        project_root: StrPath | None = None,
+        since: str | None = None,
+        progress: Any = None,
+    ) -> Iterator[SearchHit]:
+        """Messages whose text matches, newest session (by last activity) first, last message first.
+
+        Text is `content` of system, user and assistant messages; `tools` adds tool results and
+        `tool_calls`. Lines that are not messages are skipped. See `koda_files.search`.
+        """
+        from ._search import Query, search_sessions
+
+        query = Query.make(pattern, regex, tools, archived, roles, since)
+        wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
+        ids = self._session_ids()
+        if wanted is not None:
+            headers = self._index.headers(ids)
+            ids = [s for s in ids if headers.get(s, {}).get("project_root") in (None, wanted)]
+        return search_sessions(self._sessions_dir, _by_activity(self, ids), query, progress)
+
+
+def _by_activity(store: Browsing, ids: list[str]) -> list[str]:
+    stamps = {sid: store._last_access_ns(sid) or 0 for sid in ids}
+    return sorted(ids, key=lambda s: (stamps[s], s), reverse=True)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

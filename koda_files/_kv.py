@@ -1,0 +1,95 @@
+"""Store-wide key-value settings: one small `kv.json` at the root, rewritten atomically under a lock.
+
+koda keeps settings (the last provider used, …) in a key-value table; here it is a JSON object of
+string keys to string values, pretty-printed with sorted keys so it reads and diffs well and can
+be edited by hand. Reads take no lock (the file is replaced by rename, never written in place).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+
+from ._codec import check_text
+from ._fileops import atomic_write, read_file
+from ._locking import FileMutex
+from ._root import StoreRoot
+from .errors import KodaFilesError
+
+__all__ = ["KV_FILE", "KeyValueMixin", "read_kv"]
+
+KV_FILE = "kv.json"
+_KV_LOCK = ".kv.lock"
+
+
+def read_kv(store: StoreRoot) -> dict[str, str]:
+    """The whole map; {} when there is no file. A file that is not a map of strings raises, naming it."""
+    path = store.root / KV_FILE
+    raw = read_file(path)
+    if raw is None or not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise KodaFilesError(f"{path} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise KodaFilesError(f"{path} is not a JSON object")
+    for key, value in data.items():
+        if not isinstance(value, str):
+            raise KodaFilesError(f"{path}: the value of {key!r} is not a string")
+    return data
+
+
+class KeyValueMixin(StoreRoot):
+    """`kv_get`, `kv_set`, `kv_delete`, `kv_list_prefix`."""
+
+    _kv_guard = threading.Lock()
+
+    def _kv_mutex(self) -> FileMutex:
+        with self._kv_guard:
+            mutex: FileMutex | None = self.__dict__.get("_kv_mutex_obj")
+            if mutex is None:
+                mutex = FileMutex(self.root / _KV_LOCK)
+                self.__dict__["_kv_mutex_obj"] = mutex
+            return mutex
+
+    def _kv_change(self, key: str, value: str | None) -> None:
+        self._ensure_root()
+        mutex = self._kv_mutex()
+        mutex.acquire()
+        try:
+            data = read_kv(self)
+            if data.get(key) == value:
+                return
+            if value is None:
+                del data[key]
+            else:
+                data[key] = value
+            atomic_write(
+                self.root / KV_FILE,
+                [orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)],
+            )
+        finally:
+            mutex.release()
+
+    def kv_get(self, key: str) -> str | None:
+        """The value stored under `key`, or None."""
+        check_text("key", key, optional=False)
+        return read_kv(self).get(key)
+
+    def kv_set(self, key: str, value: str) -> None:
+        """Insert or replace `key`. Atomic: readers see the old file or the new one."""
+        check_text("key", key, optional=False)
+        check_text("value", value, optional=False)
+        self._kv_change(key, value)
+
+    def kv_delete(self, key: str) -> None:
+        """Remove `key`; nothing happens if it is not there."""
+        check_text("key", key, optional=False)
+        self._kv_change(key, None)
+
+    def kv_list_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) pairs whose key starts with `prefix` (case-sensitive, no wildcards), by key."""
+        check_text("prefix", prefix, optional=False)
+        return sorted((k, v) for k, v in read_kv(self).items() if k.startswith(prefix))

@@ -1,0 +1,244 @@
+"""`StoreRoot`: what every store operation stands on: the root directory and per-session handles.
+
+It creates the root on first write and checks its layout version, lists session directories
+(leaving out dot-entries, symlinks and names that are not ids), keeps a bounded cache of
+`SessionDir` handles (descriptors and parsed logs of the sessions used last), and owns the id
+allocator and the derived session index.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from ._fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
+from ._ids import IdAllocator
+from ._index import SessionIndex
+from ._layout import (
+    FIRST_LAYOUT,
+    GITIGNORE_FILE,
+    GITIGNORE_TEXT,
+    LAYOUT_FILE,
+    LAYOUT_VERSION,
+    SESSION_ID_PATTERN,
+    SESSIONS,
+    check_new_root,
+    default_root,
+    validate_session_id,
+)
+from ._locking import FileMutex
+from ._protocol import StrPath
+from ._scan import largest_id
+from ._session import NOT_CURRENT, SessionDir, encode_header
+from ._summary import RootSummary
+from .errors import KodaFilesError
+from .types import Message
+
+__all__ = ["StoreRoot", "check_limit"]
+
+log = logging.getLogger("koda_files")
+
+_DURABILITY = ("flush", "fsync")
+_MAX_HANDLES = 64
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="StoreRoot")
+
+
+class StoreRoot:
+    """The root of a store and the handles of its sessions; `FileStore` builds on it."""
+
+    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
+        if durability not in _DURABILITY:
+            raise ValueError(f"durability must be 'flush' or 'fsync', not {durability!r}")
+        self.root = Path(os.path.abspath(root if root is not None else default_root()))
+        self.durability = durability
+        self._sessions_dir = self.root / SESSIONS
+        self._handles: OrderedDict[str, SessionDir] = OrderedDict()
+        self._handles_lock = threading.Lock()
+        self._ids = IdAllocator(self.root / ".ids", self._largest_id)
+        self._index = SessionIndex(self.root)
+        self._whole = RootSummary(self.root, self._index, self._session_ids, self._layout_once)
+        # A store dropped without close() must not leak its descriptors (and flock owners).
+        weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
+        self._root_ready = False
+        self._layout_ok = False
+        self._layout = 0  # the root's layout, once this store has read or written its marker
+        # (session, id) of this process's last insert: where `mark_message_complete` looks first.
+        self._last_append: tuple[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
+
+    def close(self) -> None:
+        """Close cached descriptors; the store stays usable and reopens them on demand."""
+        _close_handles(self._handles, self._handles_lock, self._ids.mutex)
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _acquire(self, session_id: str) -> SessionDir:
+        """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
+        if not self._layout_ok:
+            self._check_layout_once()
+        with self._handles_lock:
+            handle = self._handles.get(session_id)
+            if handle is None:
+                handle = SessionDir(session_id, self._sessions_dir / session_id, self.durability == "fsync")
+                self._handles[session_id] = handle
+                self._evict()
+            else:
+                self._handles.move_to_end(session_id)
+            handle.users += 1
+        return handle
+
+    @contextmanager
+    def _session(self, session_id: str) -> Iterator[SessionDir]:
+        validate_session_id(session_id)
+        handle = self._acquire(session_id)
+        try:
+            yield handle
+        finally:
+            self._release(handle)
+
+    def _release(self, handle: SessionDir) -> None:
+        with self._handles_lock:
+            handle.users -= 1
+
+    def _evict(self) -> None:
+        # Keep descriptors and parsed logs for the sessions used last; others are closed.
+        for key in list(self._handles)[: max(0, len(self._handles) - _MAX_HANDLES)]:
+            if self._handles[key].users == 0:
+                self._handles.pop(key).close()
+
+    def _ensure_root(self) -> None:
+        """Create the root, `sessions/` and the layout marker on first write; check the version."""
+        if self._root_ready:
+            return
+        check_new_root(self.root)
+        durable = self.durability == "fsync"
+        make_dirs(self.root, durable=durable)
+        marker = self.root / LAYOUT_FILE
+        raw = read_file(marker)
+        if raw is None:
+            self._write_layout(FIRST_LAYOUT)
+        else:
+            self._layout = self._check_layout(marker, raw)
+        make_dir(self._sessions_dir)
+        if durable:
+            # Without this a power cut could lose `sessions/` and every session made in it (also
+            # one another store made and did not sync, in "flush" mode): once per store.
+            fsync_dir(self.root)
+        self._root_ready = True
+
+    def _write_layout(self, version: int) -> None:
+        """Write the layout marker (and the root's `.gitignore`, if it has none)."""
+        if read_file(self.root / GITIGNORE_FILE) is None:
+            atomic_write(self.root / GITIGNORE_FILE, [GITIGNORE_TEXT], durable=self.durability == "fsync")
+        atomic_write(self.root / LAYOUT_FILE, [encode_header({"format": "koda-files", "layout": version})])
+        self._layout = version
+
+    def _ensure_layout(self, version: int) -> None:
+        """Before writing what only layout `version` reads: create the root, and raise its marker if lower."""
+        self._ensure_root()
+        if self._layout < version:
+            self._write_layout(version)
+
+    def _layout_once(self) -> None:
+        if not self._layout_ok:
+            self._check_layout_once()
+
+    def _check_layout_once(self) -> None:
+        """Refuse, before any read or write, a root laid out by a newer koda-files."""
+        marker = self.root / LAYOUT_FILE
+        raw = read_file(marker)
+        if raw is not None:
+            self._layout = self._check_layout(marker, raw)
+        self._layout_ok = True
+
+    @staticmethod
+    def _check_layout(marker: Path, raw: bytes) -> int:
+        try:
+            marker_data = orjson.loads(raw)
+            kind, version = marker_data.get("format"), marker_data.get("layout")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise KodaFilesError(f"{marker} does not parse; expected a koda-files layout marker") from None
+        if kind != "koda-files":
+            raise KodaFilesError(f"{marker}: a marker of another format ({kind!r}), not a koda-files store")
+        if not isinstance(version, int) or version > LAYOUT_VERSION:
+            raise KodaFilesError(
+                f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"
+            )
+        return version
+
+    def _session_ids(self) -> list[str]:
+        """Ids of the session directories under the root (dot-entries and symlinks left out)."""
+        if not self._layout_ok:
+            self._check_layout_once()
+        try:
+            entries = list(os.scandir(self._sessions_dir))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+                log.warning("%s: not a session directory, ignored", entry.path)
+                continue
+            if SESSION_ID_PATTERN.fullmatch(entry.name) is None:
+                log.warning("%s: not a valid session id, ignored", entry.path)
+                continue
+            ids.append(entry.name)
+        return ids
+
+    def _largest_id(self) -> int:
+        return max((largest_id(self._sessions_dir / sid) for sid in self._session_ids()), default=0)
+
+    def _update_header(self, session_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite `metadata.json` (locked, atomic) if `change` edits the header and says so."""
+        with self._session(session_id) as s, s.locked():
+            header = s.header()
+            if change(header):
+                s.write_header(header)
+
+    def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
+        """`pick` applied to messages last to first; the first answer that is not None."""
+        # The query path of every turn: a cached handle whose log is current answers after one
+        # stat, with no lock and no descriptor (so it need not be marked in use).
+        handle = self._handles.get(session_id) if type(session_id) is str else None
+        if handle is not None:
+            answer = handle.newest_cached(pick)
+            if answer is not NOT_CURRENT:
+                return answer  # type: ignore[return-value]
+        handle = self._acquire(validate_session_id(session_id))
+        try:
+            return handle.newest(pick)
+        finally:
+            self._release(handle)
+
+
+def _close_handles(handles: OrderedDict[str, SessionDir], lock: threading.Lock, ids: FileMutex) -> None:
+    ids.close()
+    with lock:
+        for handle in handles.values():
+            handle.close()
+        handles.clear()
+
+
+def check_limit(limit: int) -> None:
+    if type(limit) is not int:
+        raise TypeError(f"limit must be an int, not {type(limit).__name__}")
+    if limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")

@@ -1,0 +1,358 @@
+"""Whole-store answers without a stat per session: `<root>/.summary`, kept true by the change journal.
+
+`compacted_stats`, `recent_user_messages` and `list_sessions` answer from a small root-level
+summary: the archive statistics, the newest user prompts and each project's newest sessions.
+It stands while four things, each read with one call, are as they were when it was built:
+
+- the boot it was built in (after an OS crash the files may have lost writes it counted);
+- the inode and mtime of `sessions/`, which every session created, moved in or removed moves,
+  whether by the store or by hand (`cp -r`, `mv`, `rm -rf`);
+- the journal `.changes` (`_journal.py`): its token and the offset read up to; every store write
+  to a session appends the session's id after the change, before the session lock is released;
+- the nonce of `.index`, the per-session entries it was computed from.
+
+Otherwise it is brought up to date: sessions named in the journal since that offset, sessions
+new in `sessions/` and sessions still settling are checked against their files (`index.py`);
+the others' entries are taken as they are, without a stat. So a hand edit to an existing
+session's files reaches these aggregates with the next store write to that session, or with
+`FileStore.reindex()`. Rows returned (sessions listed, prompts) are re-checked against their
+files; if one changed, the query falls back to a stat of every session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._fileops import atomic_write, open_read, read_file
+from ._index import SessionIndex
+from ._journal import JOURNAL, new_journal, rotate_journal
+from ._layout import MESSAGES, METADATA, SESSION_ID_PATTERN, SESSIONS
+from ._scan import USER_MARK, backwards
+from .types import CompactedStats, Role
+
+__all__ = ["LIST_KEEP", "RECENT_KEEP", "SUMMARY_FILE", "RootSummary"]
+
+log = logging.getLogger("koda_files")
+
+SUMMARY_FILE = ".summary"
+_VERSION = 1
+RECENT_KEEP = 100  # user prompts kept: recent_user_messages(limit <= 100) answers from the summary
+LIST_KEEP = 50  # newest sessions kept per project: list_sessions(limit <= 50) answers from it
+JOURNAL_LIMIT = 1 << 20  # past this size the journal starts again (one stat of every session)
+# A `sessions/` mtime this recent may be shared by a later change in the same clock tick: a
+# summary keyed on it is not trusted (git's "racily clean" rule). Linux stamps files from a
+# clock of 1-10 ms ticks; a file system storing whole seconds (mtime a multiple of 1 s) gets 2 s.
+DIR_SLACK_NS = 50_000_000
+COARSE_DIR_SLACK_NS = 2_000_000_000
+# A session that appeared by hand and was written to this recently may still be being copied
+# in: it is checked again by every query until it is older.
+SETTLE_NS = 2_000_000_000
+_NONE = [-1, -1, -1]
+Row = list[Any]  # [created_at, id, agent, count, tokens, project_root, title, mode, header key, log key]
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot's id on Linux ("" elsewhere: there a summary is not voided by a reboot)."""
+    try:
+        raw = read_file(Path("/proc/sys/kernel/random/boot_id"))
+    except OSError:
+        return ""
+    return raw.decode(errors="replace").strip() if raw else ""
+
+
+def _key(path: str) -> list[int]:
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return _NONE
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+class _Key:
+    """What a summary must match, read before anything it summarises."""
+
+    def __init__(self, root: Path) -> None:
+        self.boot = boot_id()
+        self.now = time.time_ns()
+        try:
+            st = os.stat(root / SESSIONS, follow_symlinks=False)
+            self.dir: list[int] | None = [st.st_ino, st.st_mtime_ns]
+        except OSError:
+            self.dir = None
+        self.token, self.size, self.notes = "", -1, b""
+        self._journal = root / JOURNAL
+
+    def read_journal(self, offset: int) -> None:
+        """Token and size of the journal, and its bytes from `offset` (none if absent)."""
+        try:
+            fd = open_read(self._journal)
+        except OSError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            head = os.pread(fd, 64, 0)
+            if b"\n" not in head:
+                return
+            self.token = head.split(b"\n", 1)[0].decode(errors="replace")
+            self.size = size
+            if 0 <= offset < size:
+                self.notes = os.pread(fd, size - offset, offset)
+        finally:
+            os.close(fd)
+
+
+class RootSummary:
+    """The summary of one root; every method returns answers valid for the files right now."""
+
+    def __init__(
+        self, root: Path, index: SessionIndex, session_ids: Callable[[], list[str]], check_layout: Callable[[], None]
+    ) -> None:
+        self._check_layout = check_layout  # raises for a root of a newer layout, before any read
+        self._root = root
+        self._sessions = str(root / SESSIONS)
+        self._path = root / SUMMARY_FILE
+        self._index = index
+        self._session_ids = session_ids
+        self._lock = threading.Lock()
+
+    # ── answers ──
+
+    def compacted_stats(self) -> CompactedStats:
+        count, sessions, size, oldest = self._current()["stats"]
+        return CompactedStats(count, sessions, size, oldest)
+
+    def sessions(self, wanted: str, limit: int) -> list[Row] | None:
+        """The `limit` newest sessions of project `wanted` or none, each re-checked; None: ask the files."""
+        data = self._current()
+        mine, mine_all = data["projects"].get(wanted, [[], True])
+        none, none_all = data["none"]
+        if (len(mine) < limit and not mine_all) or (len(none) < limit and not none_all):
+            return None
+        rows = heapq.nlargest(limit, mine + none, key=lambda r: (r[0], r[1]))
+        for row in rows:
+            where = f"{self._sessions}/{row[1]}"
+            if _key(f"{where}/{METADATA}") != row[8] or _key(f"{where}/{MESSAGES}") != row[9]:
+                return None  # changed since the summary: its row would not be exact
+        return rows
+
+    def recent_user_messages(self, limit: int) -> list[str] | None:
+        """The `limit` newest user prompts, read again from their logs; None: ask the files."""
+        data = self._current()
+        entries, complete = data["recent"]
+        if limit > len(entries) and not complete:
+            return None
+        chosen = entries[:limit]
+        wanted: dict[str, set[int]] = {}
+        for _, msg_id, sid in chosen:
+            wanted.setdefault(sid, set()).add(msg_id)
+        found: dict[tuple[str, int], str] = {}
+        for sid, ids in wanted.items():
+            lowest = min(ids)
+            with contextlib.closing(backwards(Path(self._sessions, sid, MESSAGES), sid, USER_MARK)) as newest:
+                for m in newest:
+                    if m.id < lowest:
+                        break
+                    if m.id in ids and m.role is Role.USER and m.content:
+                        found[sid, m.id] = m.content
+        if len(found) != len(chosen):
+            return None  # a prompt is gone or changed by hand
+        return [found[sid, msg_id] for _, msg_id, sid in chosen]
+
+    def rebuild(self) -> None:
+        """Forget the summary and every index entry, and build both again from the files."""
+        self._check_layout()
+        with self._lock:
+            self._index.reload()
+            self._index.clear()
+            self._update(_Key(self._root), None, force=True)
+
+    # ── keeping it current ──
+
+    def _current(self) -> dict[str, Any]:
+        self._check_layout()
+        with self._lock:
+            key = _Key(self._root)
+            if key.dir is None:
+                return _empty()
+            data = self._load()
+            offset = data["journal"][1] if data is not None else 0
+            key.read_journal(offset)
+            if data is not None and self._valid(data, key):
+                return data
+            return self._update(key, data)
+
+    def _load(self) -> dict[str, Any] | None:
+        try:
+            raw = read_file(self._path)
+            data = orjson.loads(raw) if raw else None
+        except (OSError, ValueError):
+            return None
+        if type(data) is not dict or data.get("v") != _VERSION:
+            return None
+        return data
+
+    def _valid(self, data: dict[str, Any], key: _Key) -> bool:
+        if not key.token or data.get("boot") != key.boot or data.get("dir") != key.dir:
+            return False
+        if data.get("journal") != [key.token, key.size]:
+            return False
+        for sid, (hkey, lkey, settle_at) in data["recheck"].items():
+            where = f"{self._sessions}/{sid}"
+            if key.now >= settle_at or _key(f"{where}/{METADATA}") != hkey or _key(f"{where}/{MESSAGES}") != lkey:
+                return False
+        return True
+
+    def _update(self, key: _Key, data: dict[str, Any] | None, force: bool = False) -> dict[str, Any]:
+        journal = self._root / JOURNAL
+        full = force or data is None or data.get("boot") != key.boot or data["journal"][0] != key.token
+        named = _named(key.notes)  # sessions a store wrote: not being copied in by hand
+        if key.size < 0 or (full and key.token) or key.size > JOURNAL_LIMIT:
+            # A new journal (after a reboot, or a long one): writers already past the old one
+            # made their change before this, and the full check below starts after it.
+            with contextlib.suppress(OSError):
+                if key.size < 0:
+                    new_journal(journal)
+                else:
+                    rotate_journal(journal)
+            key.token, key.notes = "", b""
+            key.read_journal(0)
+            full = True
+        offset = key.size
+        if not full and data is not None:
+            self._index.reload()
+            self._index.known()  # loads it
+            full = data.get("index") != self._index.nonce or not self._index.nonce
+            lines = key.notes.split(b"\n")
+            if lines[-1]:
+                offset -= len(lines[-1])  # an append still in flight: read it next time
+                full = True
+            full = full or any(line and line.decode(errors="replace") not in named for line in lines[:-1])
+        ids = self._session_ids()
+        alive = set(ids)
+        settling = set(data["recheck"]) if data is not None else set()
+        # Everything, or those named by the journal, still settling, or new in `sessions/`.
+        dirty = alive if full else ((named | settling) & alive) | (alive - self._index.known())
+        checked = sorted(dirty)
+        headers = self._index.headers(checked)
+        for sid in checked:
+            self._index.summary(sid)
+        self._index.save(ids)
+        out = _compute(self._index, ids, self._sessions)
+        out["recheck"] = _unsettled(self._index, [s for s in checked if s not in named], headers, key.now)
+        slack = COARSE_DIR_SLACK_NS if key.dir is not None and key.dir[1] % 1_000_000_000 == 0 else DIR_SLACK_NS
+        racy = key.dir is not None and key.dir[1] > key.now - slack
+        out.update(v=_VERSION, boot=key.boot, dir=None if racy else key.dir, index=self._index.nonce)
+        out["journal"] = [key.token, offset]
+        if os.path.isdir(self._sessions):
+            with contextlib.suppress(OSError):
+                atomic_write(self._path, [orjson.dumps(out)], durable=False)
+        return out
+
+
+def _named(notes: bytes) -> set[str]:
+    """Session ids in whole journal lines (anything else there is not a session id)."""
+    lines = notes.split(b"\n")[:-1]
+    return {t for t in (line.decode(errors="replace") for line in lines) if SESSION_ID_PATTERN.fullmatch(t)}
+
+
+def _empty() -> dict[str, Any]:
+    return {"stats": [0, 0, 0, None], "projects": {}, "none": [[], True], "recent": [[], True]}
+
+
+def _unsettled(index: SessionIndex, sids: list[str], headers: dict[str, Any], now: int) -> dict[str, Any]:
+    """Sessions found (not named by the journal) with no readable header or written in the last moments."""
+    out = {}
+    for sid in sids:
+        _, _, hkey, lkey = index.trusted(sid)
+        newest = max(hkey[2], lkey[2])
+        if sid not in headers:
+            out[sid] = [hkey, lkey, 1 << 62]  # until it changes
+        elif newest > now - SETTLE_NS:
+            out[sid] = [hkey, lkey, newest + SETTLE_NS]
+    return out
+
+
+def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, Any]:
+    """Statistics, per-project newest sessions and newest prompts from the index entries of `ids`."""
+    count = with_archive = size = 0
+    oldest: str | None = None
+    projects: dict[str, list[Row]] = {}
+    none: list[Row] = []
+    by_prompt: list[tuple[str, int, str]] = []
+    for sid in ids:
+        header, n, hkey, lkey = index.trusted(sid)
+        if n.archived:
+            count += n.archived
+            with_archive += 1
+            size += n.archived_bytes
+            if n.oldest_archived and (oldest is None or n.oldest_archived < oldest):
+                oldest = n.oldest_archived
+        if n.newest_user is not None:
+            by_prompt.append((n.newest_user, n.newest_user_id, sid))
+        if header is None:
+            continue
+        root = header.get("project_root")
+        if root is not None and not isinstance(root, str):
+            continue  # listed for no project
+        row = [
+            str(header.get("created_at") or ""), sid, str(header.get("agent_name") or ""), n.count, n.tokens,
+            root, _text(header.get("title")), _text(header.get("mode")), hkey, lkey,
+        ]  # fmt: skip
+        (none if root is None else projects.setdefault(root, [])).append(row)
+    lists = {p: _newest(rows) for p, rows in projects.items()}
+    return {
+        "stats": [count, with_archive, size, oldest],
+        "projects": lists,
+        "none": _newest(none),
+        "recent": _prompts(sessions, by_prompt),
+    }
+
+
+def _newest(rows: list[Row]) -> list[Any]:
+    return [heapq.nlargest(LIST_KEEP, rows, key=lambda r: (r[0], r[1])), len(rows) <= LIST_KEEP]
+
+
+def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:
+    """The RECENT_KEEP newest user prompts as [created_at, id, session], and whether that is all of them.
+
+    Sessions are read newest prompt first, each backwards (a log is in time order), until no
+    session left can hold a prompt newer than the oldest kept.
+    """
+    by_prompt.sort(reverse=True)
+    best: list[tuple[str, int, str]] = []
+    for newest, newest_id, sid in by_prompt:
+        if len(best) >= RECENT_KEEP and (newest, newest_id) < best[0][:2]:
+            break
+        taken = 0
+        with contextlib.closing(backwards(Path(sessions, sid, MESSAGES), sid, USER_MARK)) as newest_first:
+            for m in newest_first:
+                if m.role is not Role.USER or not m.content:
+                    continue
+                item = (m.created_at or "", m.id, sid)
+                if len(best) < RECENT_KEEP:
+                    heapq.heappush(best, item)
+                elif item > best[0]:
+                    heapq.heapreplace(best, item)
+                else:
+                    break  # the rest of this log is older still
+                taken += 1
+                if taken >= RECENT_KEEP:
+                    break
+    complete = len(best) < RECENT_KEEP  # fewer than the cap: these are all the prompts there are
+    return [[list(item) for item in sorted(best, reverse=True)], complete]
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -32,7 +32,7 @@ from ._codec import LineError, decode_entry
 from ._fileops import atomic_write, open_append, open_read, remove_entry, sync, write_all
 from ._layout import MESSAGES, METADATA, SESSIONS, utc_now, validate_session_id
 from ._session import SessionDir, read_header
-from .errors import KodaFilesError, SessionNotFoundError
+from .errors import ConcurrentEditError, KodaFilesError, SessionNotFoundError
 
 if TYPE_CHECKING:
     from .store import FileStore
@@ -331,7 +331,7 @@ def _repair_log(s: SessionDir, scan: _Scan) -> None:
         try:
             held = os.fstat(fd)
             if (held.st_ino, held.st_size, held.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-                raise KodaFilesError(f"session {s.id!r}: {s.messages_path} changed during the check; retry")
+                raise ConcurrentEditError(s.messages_path, "the repair")
             for line_no, raw in _raw_lines(fd):
                 if line_no in drop:
                     continue

@@ -15,7 +15,7 @@ from ._codec import check_text
 from ._fileops import atomic_write, read_file
 from ._locking import FileMutex
 from ._root import StoreRoot
-from .errors import KodaFilesError
+from .errors import CorruptFileError
 
 __all__ = ["KV_FILE", "KeyValueMixin", "read_kv"]
 
@@ -32,12 +32,12 @@ def read_kv(store: StoreRoot) -> dict[str, str]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise KodaFilesError(f"{path} does not parse: {exc}") from None
+        raise CorruptFileError(path, f"does not parse: {exc}") from None
     if not isinstance(data, dict):
-        raise KodaFilesError(f"{path} is not a JSON object")
+        raise CorruptFileError(path, "is not a JSON object")
     for key, value in data.items():
         if not isinstance(value, str):
-            raise KodaFilesError(f"{path}: the value of {key!r} is not a string")
+            raise CorruptFileError(path, f"the value of {key!r} is not a string")
     return data
 
 

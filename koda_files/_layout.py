@@ -95,19 +95,22 @@ def check_new_root(root: Path) -> None:
 
     A missing or empty directory, and the platform's data dir for koda, may always become a store.
     """
-    from .errors import KodaFilesError
+    from .errors import NotAStoreError
 
     try:
         names = os.listdir(root)
-    except (FileNotFoundError, NotADirectoryError):
-        return  # missing: makedirs creates it (or reports the file in the way)
+    except FileNotFoundError:
+        return  # missing: makedirs creates it
+    except NotADirectoryError:
+        raise NotAStoreError(root, f"not a koda-files store: {root} is not a directory") from None
     if is_store(root) or all(n.startswith(".") for n in names):
         return
     if root == _user_data_dir():
         return
-    raise KodaFilesError(
+    raise NotAStoreError(
+        root,
         f"not a koda-files store: {root} (a non-empty directory without {LAYOUT_FILE} or {SESSIONS}/; "
-        "give an empty or new directory)"
+        "give an empty or new directory)",
     )
 
 

@@ -29,7 +29,7 @@ from ._codec import Completion, LineError, apply_note, decode_lines, note_fields
 from ._completion import counts_as_mark
 from ._fileops import open_read
 from ._framing import body, iter_lines_backwards, split_bodies
-from .errors import KodaFilesError
+from .errors import ConcurrentEditError
 from .types import Message
 
 __all__ = ["BadLine", "MessageLog", "paused_gc", "read_backwards"]
@@ -223,7 +223,7 @@ class MessageLog:
                 st = os.stat(self.path, follow_symlinks=False)
             except FileNotFoundError:
                 return
-        raise KodaFilesError(f"{self.path} was replaced {_MAX_REREADS} times while being read; try again")
+        raise ConcurrentEditError(self.path, f"a read ({_MAX_REREADS} replacements in a row)")
 
     def clear(self) -> None:
         """Forget everything read; the next `refresh` reads the file again."""

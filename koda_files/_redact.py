@@ -28,7 +28,7 @@ from ._framing import iter_file_lines
 from ._layout import utc_now
 from ._root import StoreRoot
 from ._session import SessionDir
-from .errors import KodaFilesError
+from .errors import MessageNotFoundError
 
 __all__ = ["RedactMixin"]
 
@@ -135,8 +135,7 @@ class RedactMixin(StoreRoot):
                     plans.append(plan)
             missing = ids - set().union(*(p.found for p in plans))
             if missing:
-                listed = ", ".join(map(str, sorted(missing)))
-                raise KodaFilesError(f"message {listed}: no such message in any session under {self._sessions_dir}")
+                raise MessageNotFoundError(missing, self._sessions_dir)
             self._swap_all(plans, replacement)
 
     def _may_hold(self, session_id: str, ids: set[int]) -> bool:

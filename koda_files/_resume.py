@@ -22,7 +22,7 @@ from ._layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
 from ._protocol import StrPath
 from ._root import StoreRoot
 from ._scan import backwards, logs_by_mtime
-from .errors import KodaFilesError, SessionNotFoundError
+from .errors import MessageNotFoundError, SessionNotFoundError
 from .types import Interruption, Message, Role
 
 __all__ = ["ResumeState"]
@@ -167,7 +167,7 @@ class ResumeState(StoreRoot):
                 found = any(m.id == message_id for m in newest_first)
             if found and self._complete_in(sid, message_id, line_for):
                 return
-        raise KodaFilesError(f"message {message_id}: no such message in any session under {self._sessions_dir}")
+        raise MessageNotFoundError(message_id, self._sessions_dir)
 
     def _note_tracking(self) -> None:
         """The root has seen a completion mark: sessions created from now on track completion."""

@@ -40,7 +40,7 @@ from ._framing import body, iter_lines_backwards, iter_raw_lines, lines_containi
 from ._layout import parse_time, utc_now
 from ._sanitize import CallOwners, group_start
 from ._session import SessionDir
-from .errors import KodaFilesError
+from .errors import ConcurrentEditError, KodaFilesError
 from .types import Message
 
 __all__ = ["COMPACTION_HINT", "compact_lines", "purge_lines"]
@@ -73,7 +73,7 @@ def _unchanged(s: SessionDir, before: os.stat_result) -> Iterator[Piece]:
     now = os.stat(s.messages_path, follow_symlinks=False)
     if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
         # Someone edited the file by hand while we read it: write nothing.
-        raise KodaFilesError(f"session {s.id!r}: {s.messages_path} changed during the rewrite; retry")
+        raise ConcurrentEditError(s.messages_path, "the rewrite")
     yield from ()
 
 
@@ -124,15 +124,15 @@ def _from_file(fd: int, before: os.stat_result, session_id: str, tracks_header: 
     return _Active(owner_of, offsets, max(messages, default=0), tracks)
 
 
-def _tail_start(fd: int, size: int, session_id: str, count: int) -> int:
+def _tail_start(fd: int, size: int, s: SessionDir, count: int) -> int:
     """Where the line of the `count`-th active message from the end starts (reading only those)."""
     for offset, line in iter_lines_backwards(fd, size):
-        kind, entry = classify(line, session_id)
+        kind, entry = classify(line, s.id)
         if kind in (MESSAGE, COMPACTION) and type(entry) is Message and entry.compacted_at is None:
             count -= 1
             if count == 0:
                 return offset
-    raise KodaFilesError(f"session {session_id!r}: the log changed during the compaction; retry")
+    raise ConcurrentEditError(s.messages_path, "the compaction")
 
 
 def compact_lines(
@@ -172,7 +172,7 @@ def compact_lines(
         if active.offsets is not None:
             cut = active.offsets[archived]
         else:
-            cut = _tail_start(fd, before.st_size, s.id, count - archived)
+            cut = _tail_start(fd, before.st_size, s, count - archived)
         _replace(s, before, [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)])
         return archived
     finally:

@@ -40,7 +40,7 @@ from ._protocol import StrPath
 from ._scan import largest_id
 from ._session import NOT_CURRENT, SessionDir, encode_header
 from ._summary import RootSummary
-from .errors import KodaFilesError
+from .errors import CorruptFileError, NotAStoreError, UnsupportedLayoutError
 from .types import Message
 
 __all__ = ["StoreRoot", "check_limit"]
@@ -173,13 +173,11 @@ class StoreRoot:
             marker_data = orjson.loads(raw)
             kind, version = marker_data.get("format"), marker_data.get("layout")
         except (orjson.JSONDecodeError, AttributeError):
-            raise KodaFilesError(f"{marker} does not parse; expected a koda-files layout marker") from None
+            raise CorruptFileError(marker, "does not parse; expected a koda-files layout marker") from None
         if kind != "koda-files":
-            raise KodaFilesError(f"{marker}: a marker of another format ({kind!r}), not a koda-files store")
+            raise NotAStoreError(marker, f"{marker}: a marker of another format ({kind!r}), not a koda-files store")
         if not isinstance(version, int) or version > LAYOUT_VERSION:
-            raise KodaFilesError(
-                f"{marker}: layout {version!r} is newer than this koda-files understands ({LAYOUT_VERSION})"
-            )
+            raise UnsupportedLayoutError(marker, version, LAYOUT_VERSION)
         return version
 
     def _session_ids(self) -> list[str]:

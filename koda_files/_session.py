@@ -27,7 +27,7 @@ from ._layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from ._locking import FileMutex
 from ._messagelog import MessageLog, paused_gc, read_backwards
 from ._sanitize import ContextCache
-from .errors import KodaFilesError, SessionNotFoundError
+from .errors import CorruptFileError, KodaFilesError, SessionNotFoundError
 from .types import Message
 
 __all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
@@ -54,12 +54,12 @@ def read_header(directory: Path, session_id: str) -> dict[str, Any]:
     try:
         header = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise KodaFilesError(f"session {session_id!r}: {path} does not parse: {exc}") from None
+        raise CorruptFileError(path, f"metadata of session {session_id!r} does not parse: {exc}") from None
     if not isinstance(header, dict):
-        raise KodaFilesError(f"session {session_id!r}: {path} is not a JSON object")
+        raise CorruptFileError(path, f"metadata of session {session_id!r} is not a JSON object")
     meta = header.get("metadata")
     if meta is not None and not isinstance(meta, dict):
-        raise KodaFilesError(f"session {session_id!r}: {path}: 'metadata' is not an object")
+        raise CorruptFileError(path, f"metadata of session {session_id!r}: 'metadata' is not an object")
     return header
 
 

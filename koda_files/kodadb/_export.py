@@ -8,6 +8,7 @@ never overwritten. Times are written in koda's format, to the second.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
@@ -28,7 +29,7 @@ __all__ = ["run_export"]
 def run_export(store: FileStore, target: Path, progress: Progress | None) -> ExportReport:
     """`kodadb.export_sqlite`: see there. `target` is absolute."""
     if os.path.lexists(target):
-        raise FileExistsError(17, "refusing to overwrite an existing file", str(target))
+        raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing file", str(target))
     if not target.parent.is_dir():
         raise FileNotFoundError(2, "no such directory", str(target.parent))
     tmp = target.parent / f".{target.name}.{secrets.token_hex(6)}.tmp"
@@ -38,10 +39,10 @@ def run_export(store: FileStore, target: Path, progress: Progress | None) -> Exp
         try:
             link(tmp, target)
         except FileExistsError:
-            raise FileExistsError(17, "refusing to overwrite an existing file", str(target)) from None
+            raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing file", str(target)) from None
         except OSError:  # a file system without hard links
             if os.path.lexists(target):
-                raise FileExistsError(17, "refusing to overwrite an existing file", str(target)) from None
+                raise FileExistsError(errno.EEXIST, "refusing to overwrite an existing file", str(target)) from None
             rename(tmp, target)
         fsync_dir(target.parent)
         return report

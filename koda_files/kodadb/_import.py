@@ -8,6 +8,7 @@ is then recorded as the store records accesses, in file mtimes, so its idle time
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -416,7 +417,7 @@ def _write_session(
             remove_tree(graveyard)
         else:
             if _is_dir(final) or final.is_symlink():
-                raise FileExistsError(17, "session appeared during the import", str(final))
+                raise FileExistsError(errno.EEXIST, "session appeared during the import", str(final))
             rename(staging, final)
             fsync_dir(sessions_dir)
     except BaseException:

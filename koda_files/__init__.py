@@ -12,20 +12,37 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import AsyncPersistence, Persistence
-from .errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
+from .errors import (
+    ConcurrentEditError,
+    CorruptFileError,
+    InvalidSessionIdError,
+    KodaFilesError,
+    MessageNotFoundError,
+    NotAStoreError,
+    SessionNotFoundError,
+    UnsupportedLayoutError,
+)
 from .types import (
+    CheckReport,
     CompactedStats,
+    Durability,
     Interruption,
+    InterruptionKind,
     Message,
+    Problem,
+    ProblemKind,
+    PurgePreview,
     Role,
+    SearchHit,
     SessionEvent,
     SessionInfo,
+    SessionOverview,
     SessionUsage,
+    StoreStats,
     TokenUsage,
 )
 
 if TYPE_CHECKING:
-    from ._browse import SearchHit, SessionOverview
     from .aio import AsyncFileStore
     from .kodadb import ExportReport, ImportReport, export_sqlite, import_sqlite
     from .store import FileStore
@@ -39,8 +56,6 @@ _LAZY = {
     "ImportReport": "kodadb",
     "export_sqlite": "kodadb",
     "import_sqlite": "kodadb",
-    "SearchHit": "_browse",
-    "SessionOverview": "_browse",
 }
 
 
@@ -58,15 +73,25 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncFileStore",
     "AsyncPersistence",
+    "CheckReport",
     "CompactedStats",
+    "ConcurrentEditError",
+    "CorruptFileError",
+    "Durability",
     "ExportReport",
     "FileStore",
     "ImportReport",
     "Interruption",
+    "InterruptionKind",
     "InvalidSessionIdError",
     "KodaFilesError",
     "Message",
+    "MessageNotFoundError",
+    "NotAStoreError",
     "Persistence",
+    "Problem",
+    "ProblemKind",
+    "PurgePreview",
     "Role",
     "SearchHit",
     "SessionEvent",
@@ -74,7 +99,9 @@ __all__ = [
     "SessionNotFoundError",
     "SessionOverview",
     "SessionUsage",
+    "StoreStats",
     "TokenUsage",
+    "UnsupportedLayoutError",
     "__version__",
     "export_sqlite",
     "import_sqlite",

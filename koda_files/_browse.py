@@ -9,52 +9,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from ._layout import LAYOUT_FILE, SESSIONS, validate_session_id
 from ._protocol import StrPath
 from ._resume import ResumeState
+from .types import SearchHit, SessionOverview
 
-__all__ = ["Browsing", "SearchHit", "SessionOverview"]
+__all__ = ["Browsing"]
 
 # The store's own files directly under the root; anything else there (.git, .venv) is not ours.
 _ROOT_FILES = (LAYOUT_FILE, ".ids", ".index")
-
-
-@dataclass(frozen=True)
-class SessionOverview:
-    """One session as a listing shows it; counts include archived messages.
-
-    `last_activity` is the later of the last insert and the last `load_context` (as
-    `session_last_accessed`), else `created_at`; `first_user_message` is the first line of the
-    first user message with text ("" if none), at most 200 characters.
-    """
-
-    id: str
-    agent_name: str
-    created_at: str
-    last_activity: str
-    message_count: int
-    archived_count: int
-    total_tokens: int
-    project_root: str | None
-    title: str | None
-    mode: str | None
-    first_user_message: str
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    """A message that matched `search`; `lines` are the lines of the searched text that match."""
-
-    session_id: str
-    message_id: int
-    role: str
-    created_at: str | None
-    archived: bool
-    field: str  # "content" or "tool_calls"
-    lines: tuple[str, ...]
 
 
 class Browsing(ResumeState):

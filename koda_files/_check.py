@@ -33,11 +33,12 @@ from ._fileops import atomic_write, open_append, open_read, remove_entry, sync, 
 from ._layout import MESSAGES, METADATA, SESSIONS, utc_now, validate_session_id
 from ._session import SessionDir, read_header
 from .errors import ConcurrentEditError, KodaFilesError, SessionNotFoundError
+from .types import CheckReport, Problem
 
 if TYPE_CHECKING:
     from .store import FileStore
 
-__all__ = ["QUARANTINE", "STAGING_GRACE_SECONDS", "CheckReport", "Problem", "check_store"]
+__all__ = ["QUARANTINE", "STAGING_GRACE_SECONDS", "check_store"]
 
 QUARANTINE = "quarantine.jsonl"
 # A `.new-*` / `.deleted-*` directory or root temp file younger than this may belong to an
@@ -47,30 +48,6 @@ STAGING_GRACE_SECONDS = 60.0
 
 _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in the store; `kind` is one of the KINDS below."""
-
-    kind: str  # "bad-line" | "torn-tail" | "temp-file" | "bad-header" | "missing-log" | "not-a-session"
-    path: str  # the file or directory involved
-    session_id: str | None = None
-    line: int | None = None  # 1-based line number for bad-line / torn-tail
-    detail: str = ""
-    repaired: bool = False  # True when check(repair=True) fixed or quarantined it
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """What `check` found; `ok` is True when there is nothing (left) to report."""
-
-    sessions: int
-    problems: tuple[Problem, ...] = field(default_factory=tuple)
-
-    @property
-    def ok(self) -> bool:
-        return all(p.repaired for p in self.problems)
 
 
 def check_store(store: FileStore, repair: bool) -> CheckReport:

@@ -66,6 +66,7 @@ _TEXT_FIELDS = (
     "completed_at",
     "full_content",
     "thinking_content",
+    "stop_reason",
 )
 
 
@@ -122,6 +123,8 @@ def encode_record(
         record["cache_read_tokens"] = usage.cache_read_tokens
         record["cache_creation_tokens"] = usage.cache_creation_tokens
         record["thinking_tokens"] = usage.thinking_tokens
+        if usage.stop_reason:
+            record["stop_reason"] = usage.stop_reason
     if agent_name is not None:
         record["agent_name"] = agent_name
     record["created_at"] = created_at
@@ -136,6 +139,7 @@ def check_usage(usage: object) -> TokenUsage | None:
         raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
     for field in TOKEN_FIELDS:
         check_int(f"usage.{field}", getattr(usage, field))
+    check_text("usage.stop_reason", usage.stop_reason, optional=False)
     return usage
 
 
@@ -228,6 +232,7 @@ def _build(values: Sequence[Any]) -> Message:
         draft.completed_at,
         draft.full_content,
         draft.thinking_content,
+        draft.stop_reason,
     ) = values
     draft.__class__ = Message
     return draft  # type: ignore[no-any-return]
@@ -364,6 +369,7 @@ def decode_lines(
                     get("completed_at"),
                     get("full_content"),
                     get("thinking_content"),
+                    get("stop_reason"),
                 )
             )
         )  # known fields taken, others ignored (they stay on disk)

@@ -23,7 +23,7 @@ from ._protocol import StrPath
 from ._root import StoreRoot
 from ._scan import backwards, logs_by_mtime
 from .errors import MessageNotFoundError, SessionNotFoundError
-from .types import Interruption, Message, Role
+from .types import Durability, Interruption, Message, Role
 
 __all__ = ["ResumeState"]
 
@@ -34,7 +34,7 @@ class ResumeState(StoreRoot):
     _tracking_noted = False  # this store has recorded the root's `.tracks-completion`
 
     def __init__(
-        self, root: StrPath | None = None, *, durability: str = "flush", tracks_completion: bool = False
+        self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
     ) -> None:
         """`tracks_completion=True`: this caller marks every finished assistant message, so every
         session it creates tracks completion from its first turn (see `completion`)."""

@@ -206,62 +206,73 @@ def _messages_in(data: bytes, session_id: str) -> tuple[int, list[bytes]]:
     return count, others
 
 
-def purge_lines(s: SessionDir, min_age_days: int) -> int:
-    """Drop archived messages compacted more than `min_age_days` ago (0: all), with their annotations.
+def purge_lines(s: SessionDir, min_age_days: int, *, dry_run: bool = False) -> tuple[int, int]:
+    """Drop archived messages compacted more than `min_age_days` ago (0: all), with their annotations;
+    returns (messages dropped, bytes the log shrank by). `dry_run`: plan only, write nothing.
 
     The file is cut before the newest compaction line such that it and every one above it are
     old enough; lines that carry their own `compacted_at` are judged one by one.
     """
-    cutoff = _cutoff(min_age_days)
     try:
         fd = open_read(s.messages_path)
     except FileNotFoundError:
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
     try:
         before = os.fstat(fd)
-        size = before.st_size
-        cut: Compaction | None = None
-        for offset, line in lines_containing(fd, COMPACTION_MARK):
-            if classify(line, s.id)[0] != COMPACTION:
-                continue
-            found = compaction_of(line, offset)
-            assert found is not None
-            if min_age_days and not _old(found.at, cutoff):
-                break  # compactions are in time order: those below are newer still
-            cut = found
-        start = cut.offset if cut is not None else 0
-        dropped, keep_above = _messages_in(os.pread(fd, start, 0), s.id) if start else (0, [])
-        # Lines of the first layout: judged by their own time, wherever they are.
-        drop_lines: dict[int, int] = {}  # offset -> length of a line below the cut to drop
-        dropped_ids: set[int] = set()
-        for offset, line in lines_containing(fd, ARCHIVED_MARK):
-            entry = classify(line, s.id)[1]
-            if type(entry) is not Message or entry.compacted_at is None:
-                continue
-            old = min_age_days == 0 or _old(entry.compacted_at, cutoff)
-            if offset < start and not old:
-                keep_above.append(line + b"\n")
-                dropped -= 1
-            elif offset >= start and old:
-                drop_lines[offset] = _line_length(fd, offset, size)
-                dropped_ids.add(entry.id)
-                dropped += 1
+        dropped, pieces = _purge_plan(fd, before.st_size, s.id, min_age_days)
         if not dropped:
-            return 0
-        _drop_orphan_notes(fd, s.id, start, size, dropped_ids, drop_lines)
-        pieces: list[Piece] = list(keep_above)
-        at = start
-        for offset in sorted(drop_lines):
-            pieces.append((fd, at, offset - at))
-            at = min(size, offset + drop_lines[offset])
-        pieces.append((fd, at, size - at))
+            return 0, 0
+        shrunk = before.st_size - sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
+        if dry_run:
+            return dropped, shrunk
         _replace(s, before, pieces)
     finally:
         os.close(fd)
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).
     with contextlib.suppress(OSError):
         set_mtime(s.messages_path, before.st_mtime_ns, atime_ns=before.st_atime_ns)
-    return dropped
+    return dropped, shrunk
+
+
+def _purge_plan(fd: int, size: int, session_id: str, min_age_days: int) -> tuple[int, list[Piece]]:
+    """How many messages purge drops from the log open at `fd`, and the pieces of what it keeps."""
+    cutoff = _cutoff(min_age_days)
+    cut: Compaction | None = None
+    for offset, line in lines_containing(fd, COMPACTION_MARK):
+        if classify(line, session_id)[0] != COMPACTION:
+            continue
+        found = compaction_of(line, offset)
+        assert found is not None
+        if min_age_days and not _old(found.at, cutoff):
+            break  # compactions are in time order: those below are newer still
+        cut = found
+    start = cut.offset if cut is not None else 0
+    dropped, keep_above = _messages_in(os.pread(fd, start, 0), session_id) if start else (0, [])
+    # Lines of the first layout: judged by their own time, wherever they are.
+    drop_lines: dict[int, int] = {}  # offset -> length of a line below the cut to drop
+    dropped_ids: set[int] = set()
+    for offset, line in lines_containing(fd, ARCHIVED_MARK):
+        entry = classify(line, session_id)[1]
+        if type(entry) is not Message or entry.compacted_at is None:
+            continue
+        old = min_age_days == 0 or _old(entry.compacted_at, cutoff)
+        if offset < start and not old:
+            keep_above.append(line + b"\n")
+            dropped -= 1
+        elif offset >= start and old:
+            drop_lines[offset] = _line_length(fd, offset, size)
+            dropped_ids.add(entry.id)
+            dropped += 1
+    if not dropped:
+        return 0, []
+    _drop_orphan_notes(fd, session_id, start, size, dropped_ids, drop_lines)
+    pieces: list[Piece] = list(keep_above)
+    at = start
+    for offset in sorted(drop_lines):
+        pieces.append((fd, at, offset - at))
+        at = min(size, offset + drop_lines[offset])
+    pieces.append((fd, at, size - at))
+    return dropped, pieces
 
 
 def _line_length(fd: int, offset: int, size: int) -> int:

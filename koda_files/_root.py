@@ -41,7 +41,7 @@ from ._scan import largest_id
 from ._session import NOT_CURRENT, SessionDir, encode_header
 from ._summary import RootSummary
 from .errors import CorruptFileError, NotAStoreError, UnsupportedLayoutError
-from .types import Message
+from .types import Durability, Message
 
 __all__ = ["StoreRoot", "check_limit"]
 
@@ -56,7 +56,7 @@ _S = TypeVar("_S", bound="StoreRoot")
 class StoreRoot:
     """The root of a store and the handles of its sessions; `FileStore` builds on it."""
 
-    def __init__(self, root: StrPath | None = None, *, durability: str = "flush") -> None:
+    def __init__(self, root: StrPath | None = None, *, durability: Durability = "flush") -> None:
         if durability not in _DURABILITY:
             raise ValueError(f"durability must be 'flush' or 'fsync', not {durability!r}")
         self.root = Path(os.path.abspath(root if root is not None else default_root()))

@@ -16,15 +16,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
-from ._browse import SearchHit
 from ._bytescan import LogScanner
 from ._codec import LineError, decode_line
 from ._layout import MESSAGES, parse_time
-from .types import Message
+from .types import Message, SearchHit
 
 __all__ = ["Query", "search_sessions"]
 
@@ -60,7 +59,7 @@ class Query:
             return Query(lambda t: (m.start() for m in compiled.finditer(t)), None, tools, archived, roles, when)
         return Query(_literal(pattern), orjson.dumps(pattern)[1:-1], tools, archived, roles, when)
 
-    def texts(self, m: Message) -> list[tuple[str, str]]:
+    def texts(self, m: Message) -> list[tuple[Literal["content", "tool_calls"], str]]:
         """(field, text) of a message to search: content, and with tools the calls and results."""
         role = m.role.value
         if self.roles is not None and role not in self.roles:
@@ -69,7 +68,7 @@ class Query:
             when = parse_time(m.created_at or "")
             if when is None or when < self.since:
                 return []
-        out = []
+        out: list[tuple[Literal["content", "tool_calls"], str]] = []
         if m.content and (role != "tool" or self.tools or self.roles is not None):
             out.append(("content", m.content))
         if m.tool_calls and self.tools:

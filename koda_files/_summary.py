@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import heapq
+import itertools
 import logging
 import os
 import threading
@@ -133,14 +134,19 @@ class RootSummary:
         count, sessions, size, oldest = self._current()["stats"]
         return CompactedStats(count, sessions, size, oldest)
 
-    def sessions(self, wanted: str, limit: int) -> list[Row] | None:
-        """The `limit` newest sessions of project `wanted` or none, each re-checked; None: ask the files."""
+    def sessions(self, wanted: str | None, limit: int) -> list[Row] | None:
+        """The `limit` newest sessions of project `wanted` and of none (`wanted` None: of every
+        project), each re-checked; None: ask the files."""
         data = self._current()
-        mine, mine_all = data["projects"].get(wanted, [[], True])
-        none, none_all = data["none"]
-        if (len(mine) < limit and not mine_all) or (len(none) < limit and not none_all):
+        if wanted is None:
+            lists = [*data["projects"].values(), data["none"]]
+        else:
+            lists = [data["projects"].get(wanted, [[], True]), data["none"]]
+        # Each list holds its project's newest rows (all of them when flagged complete), so the
+        # newest `limit` of their union are exact when every list is complete or long enough.
+        if any(len(rows) < limit and not complete for rows, complete in lists):
             return None
-        rows = heapq.nlargest(limit, mine + none, key=lambda r: (r[0], r[1]))
+        rows = heapq.nlargest(limit, itertools.chain.from_iterable(r for r, _ in lists), key=lambda r: (r[0], r[1]))
         for row in rows:
             where = f"{self._sessions}/{row[1]}"
             if _key(f"{where}/{METADATA}") != row[8] or _key(f"{where}/{MESSAGES}") != row[9]:

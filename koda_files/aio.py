@@ -7,7 +7,16 @@ from collections.abc import Sequence
 
 from ._protocol import RoleLike, StrPath
 from .store import FileStore
-from .types import CompactedStats, Interruption, Message, SessionEvent, SessionInfo, SessionUsage, TokenUsage
+from .types import (
+    CompactedStats,
+    Durability,
+    Interruption,
+    Message,
+    SessionEvent,
+    SessionInfo,
+    SessionUsage,
+    TokenUsage,
+)
 
 __all__ = ["AsyncFileStore"]
 
@@ -16,7 +25,7 @@ class AsyncFileStore:
     """`AsyncPersistence` over a `FileStore`; file I/O never blocks the event loop."""
 
     def __init__(
-        self, root: StrPath | None = None, *, durability: str = "flush", tracks_completion: bool = False
+        self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
     ) -> None:
         self.sync = FileStore(root, durability=durability, tracks_completion=tracks_completion)
 

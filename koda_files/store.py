@@ -11,17 +11,18 @@ import heapq
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ._browse import Browsing
-from ._check import CheckReport, check_store
+from ._check import check_store
 from ._codec import check_text, encode_new
 from ._completion import HEADER_KEY, root_tracks
 from ._events import EventsMixin
 from ._fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
 from ._fork import ForkMixin
 from ._kv import KeyValueMixin
-from ._layout import COMPACTION_LAYOUT, MESSAGES, METADATA, new_session_id, utc_now, validate_session_id
+from ._layout import COMPACTION_LAYOUT, MESSAGES, METADATA, TODO, new_session_id, utc_now, validate_session_id
 from ._protocol import RoleLike, StrPath
 from ._redact import RedactMixin
 from ._rewrite import compact_lines, purge_lines
@@ -30,8 +31,18 @@ from ._sanitize import has_tool_calls
 from ._scan import user_messages
 from ._session import encode_header
 from ._usage import sum_usage, usage_by_agent
-from .errors import KodaFilesError
-from .types import CompactedStats, Message, Role, SessionInfo, SessionUsage, TokenUsage
+from .errors import KodaFilesError, SessionNotFoundError
+from .types import (
+    CheckReport,
+    CompactedStats,
+    Message,
+    PurgePreview,
+    Role,
+    SessionInfo,
+    SessionUsage,
+    StoreStats,
+    TokenUsage,
+)
 
 __all__ = ["FileStore"]
 
@@ -51,15 +62,15 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
 
     # ── sessions ──
 
-    def create_session(self, agent_name: str, project_root: StrPath) -> str:
+    def create_session(self, agent_name: str, project_root: StrPath | None = None) -> str:
         """Create a session directory atomically (it appears whole or not at all); returns its id.
 
-        Once the root has seen a completion mark (or with `tracks_completion=True`), the session
-        is created tracking completion.
+        `project_root` None: a session of no project (`"project_root": null`), listed with every
+        project's. Once the root has seen a completion mark (or with `tracks_completion=True`),
+        the session is created tracking completion.
         """
         check_text("agent_name", agent_name, optional=False)
-        root_text = os.path.abspath(os.fspath(project_root))
-        check_text("project_root", root_text, optional=False)
+        root_text = _project(project_root)
         self._ensure_root()
         session_id = new_session_id()
         header: dict[str, Any] = {
@@ -86,14 +97,15 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         fsync_dir(self._sessions_dir)
         return session_id
 
-    def list_sessions(self, limit: int, project_root: StrPath) -> list[SessionInfo]:
+    def list_sessions(self, limit: int, project_root: StrPath | None = None) -> list[SessionInfo]:
         """Sessions of `project_root` and sessions without one, newest first, at most `limit`.
 
-        From the root summary (rows re-checked against their files); past its 50 newest per
-        project, or when a row changed by hand, from every session's files.
+        `project_root` None: the sessions of every project. From the root summary (rows
+        re-checked against their files); past its 50 newest per project, or when a row changed
+        by hand, from every session's files.
         """
         check_limit(limit)
-        wanted = os.path.abspath(os.fspath(project_root))
+        wanted = _project(project_root)
         if limit == 0:
             return []
         rows = self._whole.sessions(wanted, limit)
@@ -101,12 +113,12 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             return [SessionInfo(r[1], r[2], r[0], r[3], r[4], r[5], r[6], r[7]) for r in rows]
         return self._list_sessions_scan(limit, wanted)
 
-    def _list_sessions_scan(self, limit: int, wanted: str) -> list[SessionInfo]:
+    def _list_sessions_scan(self, limit: int, wanted: str | None) -> list[SessionInfo]:
         ids = self._session_ids()
         rows: list[tuple[str, str, dict[str, Any]]] = []
         for sid, header in self._index.headers(ids).items():
             root = header.get("project_root")
-            if root is not None and root != wanted:
+            if wanted is not None and root is not None and root != wanted:
                 continue
             rows.append((str(header.get("created_at") or ""), sid, header))
         out = []
@@ -148,21 +160,26 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         tool_calls: str | None = None,
         tool_call_id: str | None = None,
         usage: TokenUsage | None = None,
+        *,
+        agent_name: str | None = None,
     ) -> int:
-        """Append a message for the main agent; returns its id."""
-        return self.insert_message_with_agent(session_id, role, content, tool_calls, tool_call_id, usage, None)
+        """Append a message (`agent_name` None: the main agent's); returns its id.
+
+        Raises `SessionNotFoundError` (creating nothing) if the session does not exist.
+        """
+        return self.insert_message_with_agent(session_id, role, content, tool_calls, tool_call_id, usage, agent_name)
 
     def insert_message_with_agent(
         self,
         session_id: str,
         role: RoleLike,
-        content: str | None,
-        tool_calls: str | None,
-        tool_call_id: str | None,
-        usage: TokenUsage | None,
-        agent_name: str | None,
+        content: str | None = None,
+        tool_calls: str | None = None,
+        tool_call_id: str | None = None,
+        usage: TokenUsage | None = None,
+        agent_name: str | None = None,
     ) -> int:
-        """Append a message; raises `SessionNotFoundError` (creating nothing) if the session is absent."""
+        """`insert_message` with koda's positional order: the agent name last."""
         validate_session_id(session_id)
         line = encode_new(Role.parse(role), content, tool_calls, tool_call_id, usage, agent_name, utc_now())
 
@@ -260,31 +277,44 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
 
     def purge_compacted(self, min_age_days: int) -> int:
         """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
-        if type(min_age_days) is not int:
-            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
-        if min_age_days < 0:
-            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
-        ids = self._session_ids()
-        candidates = [sid for sid in ids if self._index.may_have_archived(sid)]
+        candidates = self._purge_candidates(min_age_days)
         if not candidates:
             return 0
         # Each session is rewritten on its own (temp file, fsync, rename); run them side by
         # side so the file system can commit their fsyncs together instead of one by one.
         with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
-            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days), candidates))
+            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days, False)[0], candidates))
         return sum(counts)
 
-    def _purge_one(self, session_id: str, min_age_days: int) -> int:
+    def purge_preview(self, min_age_days: int) -> PurgePreview:
+        """What `purge_compacted(min_age_days)` would delete now (messages, bytes, sessions); changes nothing."""
+        count = size = 0
+        sessions = []
+        for sid in sorted(self._purge_candidates(min_age_days)):
+            n, shrunk = self._purge_one(sid, min_age_days, True)
+            if n:
+                count, size = count + n, size + shrunk
+                sessions.append(sid)
+        return PurgePreview(count, size, tuple(sessions))
+
+    def _purge_candidates(self, min_age_days: int) -> list[str]:
+        if type(min_age_days) is not int:
+            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
+        if min_age_days < 0:
+            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
+        return [sid for sid in self._session_ids() if self._index.may_have_archived(sid)]
+
+    def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
         with self._session(session_id) as s:
             try:
                 with s.locked(polite=True):
-                    n = purge_lines(s, min_age_days)
+                    n, shrunk = purge_lines(s, min_age_days, dry_run=dry_run)
             except KodaFilesError as exc:
                 log.warning("%s; session skipped by purge", exc)
-                return 0
-            if n:
+                return 0, 0
+            if n and not dry_run:
                 s.forget_appends()
-            return n
+            return n, shrunk
 
     # ── metadata and todo ──
 
@@ -329,6 +359,16 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         with self._session(session_id) as s, s.locked():
             s.write_todo(content)
 
+    def todo_path(self, session_id: str) -> Path:
+        """Where the session's `todo.md` is (or would be), for editing it by hand.
+
+        Raises `SessionNotFoundError` if the session does not exist; the file itself may not.
+        """
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                raise SessionNotFoundError(session_id)
+            return s.path / TODO
+
     def delete_todo(self, session_id: str) -> bool:
         """Remove `todo.md`; False if there was none (or no such session)."""
         with self._session(session_id) as s:
@@ -339,9 +379,19 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
 
     # ── integrity ──
 
-    def check(self, repair: bool = False) -> CheckReport:
+    def check(self, *, repair: bool = False) -> CheckReport:
         """Report damage and crash leftovers per session; `repair=True` quarantines and cleans them."""
         return check_store(self, repair)
+
+    def stats(self) -> StoreStats:
+        """Sessions, messages (archived included), the store's own bytes on disk, and `compacted_stats()`."""
+        ids = self._session_ids()
+        messages = archived = 0
+        for sid in ids:
+            n = self._index.summary(sid)
+            messages, archived = messages + n.count, archived + n.archived
+        self._index.save(ids)
+        return StoreStats(len(ids), messages, archived, self.disk_usage(), self.compacted_stats())
 
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
@@ -359,6 +409,15 @@ def _assistant_content(m: Message) -> str | None:
 
 def _pending(m: Message) -> bool | None:
     return None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m))
+
+
+def _project(project_root: StrPath | None) -> str | None:
+    """A project root as stored and compared: absolute, or None for no project."""
+    if project_root is None:
+        return None
+    root_text = os.path.abspath(os.fspath(project_root))
+    check_text("project_root", root_text, optional=False)
+    return root_text
 
 
 def _text_or_none(value: object) -> str | None:

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = [
+    "CheckReport",
     "CompactedStats",
+    "Durability",
     "Interruption",
+    "InterruptionKind",
     "Message",
+    "Problem",
+    "ProblemKind",
+    "PurgePreview",
     "Role",
+    "SearchHit",
     "SessionEvent",
     "SessionInfo",
+    "SessionOverview",
     "SessionUsage",
+    "StoreStats",
     "TokenUsage",
 ]
+
+Durability = Literal["flush", "fsync"]
+"""`FileStore(durability=...)`: "flush" survives a killed process, "fsync" also a power loss."""
+
+InterruptionKind = Literal["prompt", "tool"]
+"""`Interruption.kind`: an unanswered user prompt, or tool results no assistant message followed."""
+
+ProblemKind = Literal["bad-line", "torn-tail", "temp-file", "bad-header", "missing-log", "not-a-session"]
+"""`Problem.kind`: what `check` found (see the README's "Checking and repairing")."""
 
 
 class Role(str, enum.Enum):
@@ -70,6 +89,7 @@ class Message:
     completed_at: str | None = None  # set by `mark_message_complete`; None: in progress or interrupted
     full_content: str | None = None  # a tool result's whole output when `content` shows it cut short
     thinking_content: str | None = None  # the model's reasoning (`update_message_thinking_content`)
+    stop_reason: str | None = None  # `TokenUsage.stop_reason` of the call that wrote it; None if empty
 
     def __reduce__(self) -> tuple[type[Message], tuple[object, ...]]:
         # Pickled as a constructor call, the same on every supported Python (frozen slotted
@@ -79,7 +99,11 @@ class Message:
 
 @dataclass(frozen=True)
 class TokenUsage:
-    """Token counts of one model call, the input of `insert_message(usage=...)`."""
+    """Token counts of one model call, the input of `insert_message(usage=...)`.
+
+    A non-empty `stop_reason` ("end_turn", "max_tokens", ...) is stored on the message line and
+    read back as `Message.stop_reason`.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -134,7 +158,7 @@ class Interruption:
     result no assistant message followed (`preview` is None).
     """
 
-    kind: str
+    kind: InterruptionKind
     preview: str | None = None
 
 
@@ -152,3 +176,88 @@ class SessionEvent:
     payload: str
     parent_tool_call_id: str | None = None
     created_at: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """`FileStore.stats()`: the whole store at a glance; counts include archived messages.
+
+    `bytes_on_disk` counts the store's own files only (not a `.git` or `.venv` kept beside them).
+    """
+
+    sessions: int
+    messages: int
+    archived_messages: int
+    bytes_on_disk: int
+    compacted: CompactedStats
+
+
+@dataclass(frozen=True)
+class PurgePreview:
+    """What `purge_compacted(min_age_days)` would delete now: messages, their bytes on disk, sessions.
+
+    `session_ids` are the sessions that would be rewritten, sorted.
+    """
+
+    message_count: int
+    size_bytes: int
+    session_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in the store, found by `check`."""
+
+    kind: ProblemKind
+    path: str  # the file or directory involved
+    session_id: str | None = None
+    line: int | None = None  # 1-based line number for bad-line / torn-tail
+    detail: str = ""
+    repaired: bool = False  # True when check(repair=True) fixed or quarantined it
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """What `check` found; `ok` is True when there is nothing (left) to report."""
+
+    sessions: int
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.repaired for p in self.problems)
+
+
+@dataclass(frozen=True)
+class SessionOverview:
+    """One session as a listing shows it; counts include archived messages.
+
+    `last_activity` is the later of the last insert and the last `load_context` (as
+    `session_last_accessed`), else `created_at`; `first_user_message` is the first line of the
+    first user message with text ("" if none), at most 200 characters.
+    """
+
+    id: str
+    agent_name: str
+    created_at: str
+    last_activity: str
+    message_count: int
+    archived_count: int
+    total_tokens: int
+    project_root: str | None
+    title: str | None
+    mode: str | None
+    first_user_message: str
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A message that matched `search`; `lines` are the lines of the searched text that match."""
+
+    session_id: str
+    message_id: int
+    role: str
+    created_at: str | None
+    archived: bool
+    field: Literal["content", "tool_calls"]
+    lines: tuple[str, ...]

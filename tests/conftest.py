@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, cast
+from typing import cast
 
 import pytest
 from _cli import cli, sessions  # noqa: F401  (fixtures of the command-line tests)
 
-from koda_files import AsyncFileStore, FileStore
+from koda_files import AsyncFileStore, Durability, FileStore
 
-Durability = Literal["flush", "fsync"]
 DURABILITIES: tuple[Durability, ...] = ("flush", "fsync")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from _fault_helpers import fork_child, scaled
 
-from koda_files import FileStore, Role
-from koda_files._check import QUARANTINE, CheckReport
+from koda_files import CheckReport, FileStore, Role
+from koda_files._check import QUARANTINE
 
 
 def _damaged(root: Path) -> tuple[FileStore, str, str, bytes]:

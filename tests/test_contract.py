@@ -222,7 +222,9 @@ SIGNATURES: dict[str, list[str]] = {
 
 
 def _param_names(func: Callable[..., Any]) -> list[str]:
-    return [p for p in inspect.signature(func).parameters if p != "self"]
+    """The parameters a caller may pass by position (keyword-only extras are not koda's)."""
+    params = inspect.signature(func).parameters.values()
+    return [p.name for p in params if p.name != "self" and p.kind is not p.KEYWORD_ONLY]
 
 
 @pytest.mark.parametrize("method", sorted(SIGNATURES))
@@ -479,7 +481,9 @@ def test_permissions_with_a_permissive_umask_on_an_existing_root(tmp_path: Path)
     assert stat.S_IMODE((root / "sessions").stat().st_mode) == 0o700
 
 
-ALLOWED_LINE_KEYS = set(MESSAGE_FIELDS) | {"agent_name", "created_at", "compacted_at"}
+# "Field names are the `Message` field names plus agent_name, created_at, compacted_at": the
+# extras `Message` has gained (stop_reason, ...) are among its field names.
+ALLOWED_LINE_KEYS = {f.name for f in dataclasses.fields(Message)} | {"agent_name", "created_at", "compacted_at"}
 TOKEN_FIELDS = [
     "prompt_tokens",
     "completion_tokens",

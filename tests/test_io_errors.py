@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from _fault_helpers import FaultPlan, copy_root, inject_faults, leftovers, run_in_child, stray_entries
 
-from koda_files import FileStore, KodaFilesError, Role
+from koda_files import Durability, FileStore, KodaFilesError, Role
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _state(root: Path, known: set[str]) -> object:
     return sorted(out, key=lambda x: str(x[0]))
 
 
-def _template(root: Path, durability: str) -> tuple[str, set[str]]:
+def _template(root: Path, durability: Durability) -> tuple[str, set[str]]:
     store = FileStore(root, durability=durability)
     other = store.create_session("main", ".")
     store.insert_message(other, Role.USER, "other session")
@@ -79,7 +79,7 @@ def _semantic(state: object) -> object:
 
 @pytest.mark.parametrize("durability", ["flush", "fsync"])
 @pytest.mark.parametrize("op", OPS, ids=[o.name for o in OPS])
-def test_nth_call_io_error_leaves_old_or_new_state(tmp_path: Path, op: Op, durability: str) -> None:
+def test_nth_call_io_error_leaves_old_or_new_state(tmp_path: Path, op: Op, durability: Durability) -> None:
     template = tmp_path / "template"
     sid, known = _template(template, durability)
     old = _state(template, known)

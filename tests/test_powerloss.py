@@ -27,7 +27,7 @@ from _crashplan import Planner, completed_calls, crash_points
 from _crashstate import Recorder, Recording, files_of, materialise
 from _fault_helpers import scaled
 
-from koda_files import FileStore, Message, Role, TokenUsage
+from koda_files import Durability, FileStore, Message, Role, TokenUsage
 from koda_files import _fileops as fileops
 
 PROJECT = "/koda-project"
@@ -53,7 +53,7 @@ class SessionView:
 View = dict[str, SessionView]
 
 
-def observe(root: Path, mode: str) -> View:
+def observe(root: Path, mode: Durability) -> View:
     """The state of every session, read through a fresh store; raises if any of it cannot be read."""
     store = FileStore(root, durability=mode)
     try:
@@ -83,7 +83,7 @@ def ids_of(view: View) -> list[int]:
 class Run:
     """A workload being recorded: `step` runs one API call and takes the state after it."""
 
-    def __init__(self, root: Path, mode: str, scratch: Path) -> None:
+    def __init__(self, root: Path, mode: Durability, scratch: Path) -> None:
         self.root, self.mode, self.scratch = root, mode, scratch
         self.recorder = Recorder(root)
         self.views = [self._view()]
@@ -228,7 +228,7 @@ CASES = [(name, "fsync") for name in WORKLOADS if name != "mixed"] + [("id_block
 # ── the checks on one crash state ──
 
 
-def _insert_everywhere(root: Path, mode: str, order: list[str]) -> dict[str, list[tuple[int, str]]]:
+def _insert_everywhere(root: Path, mode: Durability, order: list[str]) -> dict[str, list[tuple[int, str]]]:
     """Two fresh stores insert into every session, the first in `order`, the second in reverse."""
     new: dict[str, list[tuple[int, str]]] = {sid: [] for sid in order}
     for n, sids in enumerate((order, order[::-1])):
@@ -240,7 +240,7 @@ def _insert_everywhere(root: Path, mode: str, order: list[str]) -> dict[str, lis
     return new
 
 
-def check_state(files: dict[str, bytes | None], crash: int, rec: Recording, views: list[View], mode: str,
+def check_state(files: dict[str, bytes | None], crash: int, rec: Recording, views: list[View], mode: Durability,
                 work: Path) -> None:  # fmt: skip
     """Reopen one crash state and check every promise; raises AssertionError saying which broke."""
     shutil.rmtree(work, ignore_errors=True)
@@ -327,7 +327,7 @@ def crash_states(rec: Recording, seed: int) -> list[tuple[dict[str, bytes | None
 
 
 @pytest.mark.parametrize(("name", "mode"), CASES)
-def test_every_crash_state_reopens_as_before_or_after(tmp_path: Path, name: str, mode: str) -> None:
+def test_every_crash_state_reopens_as_before_or_after(tmp_path: Path, name: str, mode: Durability) -> None:
     workload, setup = WORKLOADS[name]
     root = tmp_path / "root"
     root.mkdir()  # the root directory itself is given: durable before the store ever runs

@@ -14,8 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .._browse import SessionOverview
-from ..types import Message, Role
+from ..types import Message, Role, SessionOverview
 from ._render import compaction_labels, plural, short_time
 
 __all__ = ["render_markdown"]

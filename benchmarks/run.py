@@ -4,7 +4,7 @@
     python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...] [--messages N ...]
                              [--history]
 
-Every workload of issue 4 runs against both stores in the same process, repetitions
+Every workload runs against both stores in the same process, repetitions
 interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
 workload it prints the median of the file store, the median of SQLite, the ratio SQLite / files
 (above 1: the files are faster) and, where there is an obvious one, the raw floor (the same
@@ -762,7 +762,7 @@ class Bench:
         return self.add(r)
 
     def long_history(self) -> None:
-        """The issue's workloads on a compacted session with a long archived history."""
+        """The workloads on a compacted session with a long archived history."""
         archived = self.n(2_000, 100)
         locs, sids = self.history(archived, 210, seed=7)
         label = f"{archived} archived + 210 active"

@@ -1,7 +1,7 @@
-"""Issue 3, items 7 and 8: big and odd data, many sessions, and a wall clock that jumps backwards.
+"""Big and odd data, many sessions, and a wall clock that jumps backwards.
 
 Default sizes are small but cross the same chunk boundaries (1 MiB reads, 4 MiB log chunks);
-KODA_FILES_STRESS=1 runs the issue's full sizes (100 MB, 10,000 sessions, a million messages).
+KODA_FILES_STRESS=1 runs the full sizes (100 MB, 10,000 sessions, a million messages).
 """
 
 from __future__ import annotations

@@ -154,7 +154,7 @@ def test_reference_sanitiser_on_the_rules_cases() -> None:
     assert sanitize_indices(rows, tracking=True) == []
 
 
-# ── sequences that used to reach the model malformed ──
+# ── sequences that must reach the model well formed ──
 
 
 def test_partly_answered_parallel_calls_leave_no_orphan_result(store: FileStore) -> None:

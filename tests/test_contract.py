@@ -1,6 +1,6 @@
-"""The contract of issue 2, rule by rule: Public API, On disk, Semantics, damage and concurrency.
+"""koda's `Persistence` contract, rule by rule: Public API, On disk, Semantics, damage and concurrency.
 
-Every test here is written from the issue's text, not from the implementation, and each
+Every test here is written from the README's rules, not from the implementation, and each
 would fail if the rule it names were broken.
 """
 

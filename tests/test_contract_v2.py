@@ -1,4 +1,4 @@
-"""Issue 6, koda's newer contract: titles, approval modes, idle time, completed messages, interruption."""
+"""koda's newer contract: titles, approval modes, idle time, completed messages, interruption."""
 
 from __future__ import annotations
 

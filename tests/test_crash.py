@@ -1,4 +1,4 @@
-"""Issue 3, items 1 and 2: `kill -9` during appends and during every rewrite, with real processes.
+"""`kill -9` during appends and during every rewrite, with real processes.
 
 Kill points are spread evenly over the measured duration of the operation; after every kill the
 store must hold exactly the old state or exactly the new one, nothing acknowledged may be lost,

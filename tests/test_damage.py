@@ -1,4 +1,4 @@
-"""Issue 3, item 4: damage on disk. Each kind is readable with a warning naming file and line,
+"""Damage on disk. Each kind is readable with a warning naming file and line,
 nothing a person wrote is dropped by any rewrite, and one broken session never hides the others.
 """
 

@@ -1,4 +1,4 @@
-"""Issue 3, item 6: hostile ids, planted symlinks, odd metadata keys and invalid values.
+"""Hostile ids, planted symlinks, odd metadata keys and invalid values.
 
 Nothing may be read from, written to or deleted outside the root, and invalid input is refused
 before a byte is written.

@@ -127,7 +127,7 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
     for sid in sids:
         before, after = src.load_all_messages(sid), dst.load_all_messages(sid)
         assert [seconds(m) for m in after] == [seconds(m) for m in before]  # ids, order, archived state
-        # issue 6: title and approval mode, completion marks, and the idle time to the second
+        # koda's newer columns: title and approval mode, completion marks, and the idle time to the second
         # (checked before the load_context below, which is an access)
         assert (dst.get_session_title(sid), dst.get_session_mode(sid)) == (
             src.get_session_title(sid), src.get_session_mode(sid)
@@ -197,7 +197,7 @@ def test_export_writes_kodas_schema_exactly(tmp_path: Path) -> None:
         assert old == 5
         todo = conn.execute("SELECT value FROM session_metadata WHERE session_id = ? AND key = 'todo'", (a,))
         assert todo.fetchone()[0] == "- [ ] one\n- [x] two\n"
-        # issue 6 columns, in koda's format
+        # the newer contract's columns (title, mode, last access), in koda's format
         title, mode, accessed = conn.execute(
             "SELECT title, mode, last_accessed_at FROM sessions WHERE id = ?", (a,)
         ).fetchone()

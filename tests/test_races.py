@@ -1,4 +1,4 @@
-"""Issue 3, item 3: real concurrent writers (processes and threads), rewrites racing appends,
+"""Real concurrent writers (processes and threads), rewrites racing appends,
 readers during rewrites, two stores in one thread, a killed lock holder and lock hand-over latency.
 """
 

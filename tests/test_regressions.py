@@ -1,8 +1,9 @@
-"""Regressions: each test pins a bug found in a review of koda_files (all fixed since).
+"""Edge cases of the caches, of store-wide operations and of the koda.db import.
 
-Warm caches shared by threads, a context cache outliving its session, an append hiding a hand
-edit, one unreadable log breaking store-wide operations, odd koda databases (negative or
-64-bit-limit ids, trailing slashes in project roots) and idle time read through a symlink.
+A warm store sees hand edits and replaced sessions, its caches stay consistent under threads
+and asyncio, one unreadable log never breaks store-wide operations, odd koda databases (negative
+or 64-bit-limit ids, trailing slashes in project roots) import cleanly, and idle time is never
+read through a planted symlink.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ def _log(root: Path, sid: str) -> Path:
 # ── caches ──
 
 
-def test_hand_edit_same_size_then_own_append_is_never_seen(tmp_path: Path) -> None:
-    """A person edits a line in place (same size, a later clock tick); the warm store then
-    appends. The store's `note_append` takes the file as current at the old offset and stamps
-    the cache with its own append time, so the edit is hidden from that store for good."""
+def test_same_size_hand_edit_stays_visible_after_the_store_appends(tmp_path: Path) -> None:
+    """A person edits a line in place (same size, a later clock tick), then the warm store
+    appends: both the warm store and a fresh one read the edit. The store's own append must not
+    make it take the edited file as the one it cached."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     store.insert_message(sid, Role.USER, "hello world")
@@ -47,10 +48,10 @@ def test_hand_edit_same_size_then_own_append_is_never_seen(tmp_path: Path) -> No
     assert [m.content for m in store.load_all_messages(sid)] == ["HELLO WORLD", "answer", "next"]
 
 
-def test_context_cache_stale_after_session_replaced(tmp_path: Path) -> None:
-    """rm -rf of a session seen by a non-context read, then a different session copied in under
-    the same id: the new MessageLog starts again at generation 1, the ContextCache still holds
-    generation 1 of the old log, and `load_context` returns the old session's messages."""
+def test_load_context_reads_a_session_replaced_under_the_same_id(tmp_path: Path) -> None:
+    """rm -rf of a session, then a different session copied in under the same id: a warm store's
+    `load_context` returns the new session's messages, as a fresh store does, even though the
+    new log's cache generation numbers start again where the old one's did."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     store.insert_message(sid, Role.USER, "old question")
@@ -74,8 +75,9 @@ def test_context_cache_stale_after_session_replaced(tmp_path: Path) -> None:
 
 
 def test_concurrent_readers_of_one_store_see_no_duplicates(tmp_path: Path) -> None:
-    """Reads take no lock, and the parsed-log cache of a session is shared by the threads of
-    one store: two threads refreshing it at once both parse the same new bytes."""
+    """Four threads read while one writes through the same store: every read sees distinct
+    ids in order. Reads take no lock and share one parsed-log cache, so two refreshing it at
+    once must not both add the same new bytes."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     errors: list[str] = []
@@ -103,9 +105,9 @@ def test_concurrent_readers_of_one_store_see_no_duplicates(tmp_path: Path) -> No
 
 
 def test_async_gather_of_writes_and_reads_leaves_cache_consistent(tmp_path: Path) -> None:
-    """`AsyncFileStore` runs each call in a worker thread; gathering inserts and reads on one
-    session races the unlocked refresh of the shared parsed log with `note_append` of the
-    writers, and the cache ends up holding doubled or missing messages for good."""
+    """Gathered `AsyncFileStore` inserts and `load_context` calls on one session (each in a
+    worker thread) leave the warm store reading the same ids as a fresh one: the unlocked cache
+    refresh racing the writers' appends must not double or drop messages."""
     import asyncio
 
     from koda_files import AsyncFileStore
@@ -196,9 +198,9 @@ def _koda_db(path: Path, sessions: list[tuple[str, str | None]], messages: list[
 
 
 def test_import_of_largest_sqlite_id_keeps_new_ids_in_64_bits(tmp_path: Path) -> None:
-    """koda ids are SQLite INTEGERs (64-bit). Importing a row with id 2**63-1 reserves the whole
-    range up to it, and the next insert is handed id 2**63: outside 64 bits, so the store can no
-    longer be exported to koda (and the README promises 64-bit integers)."""
+    """koda ids are SQLite INTEGERs (64-bit). After importing a row with id 2**63-1, the next
+    insert is refused or gets an id that still fits in 64 bits, and the store still exports to
+    a koda database (the README promises 64-bit integers)."""
     db = _koda_db(
         tmp_path / "koda.db",
         [("s1", "/p")],
@@ -215,9 +217,9 @@ def test_import_of_largest_sqlite_id_keeps_new_ids_in_64_bits(tmp_path: Path) ->
     export_sqlite(store, tmp_path / "back.db")
 
 
-def test_import_normalises_project_root(tmp_path: Path) -> None:
-    """`list_sessions(limit, project_root)` compares `os.path.abspath` forms; an imported
-    project root is stored as koda wrote it, so `/work/app/` never matches `/work/app`."""
+def test_import_normalises_a_trailing_slash_in_project_root(tmp_path: Path) -> None:
+    """An imported project root written `/work/app/` by koda is found by
+    `list_sessions(limit, "/work/app")`, which compares `os.path.abspath` forms."""
     project = tmp_path / "app"
     project.mkdir()
     db = _koda_db(tmp_path / "koda.db", [("s1", str(project) + "/")], [(1, "s1", "user", "hi")])
@@ -226,12 +228,12 @@ def test_import_normalises_project_root(tmp_path: Path) -> None:
     assert [i.id for i in store.list_sessions(10, project)] == ["s1"]
 
 
-# ── ids ──
+# ── planted symlinks ──
 
 
 def test_idle_time_is_not_read_through_a_session_symlink(tmp_path: Path) -> None:
-    """A symlink planted as a session reads as absent everywhere else (`load_context` is []),
-    but `get_session_idle_secs` / `session_last_accessed` stat files through it, outside the root."""
+    """A symlink planted as a session reads as absent: `load_context` is [] and
+    `get_session_idle_secs` / `session_last_accessed` are None, with no stat outside the root."""
     store = FileStore(tmp_path / "root")
     store.create_session("main", "/p")
     outside = tmp_path / "outside"
@@ -244,9 +246,9 @@ def test_idle_time_is_not_read_through_a_session_symlink(tmp_path: Path) -> None
 
 
 def test_import_of_negative_ids_does_not_reissue_ids(tmp_path: Path) -> None:
-    """A database whose message ids are all negative (SQLite accepts any explicit INTEGER id)
-    makes the import reserve a negative count of ids: the allocator's next id moves backwards
-    and the renumbered session is given ids this store already handed out."""
+    """Importing a database whose message ids are all negative (SQLite accepts any explicit
+    INTEGER id) gives the session ids this store never handed out, and later inserts get ids
+    above all of them: the id allocator never moves backwards."""
     store = FileStore(tmp_path / "root")
     a = store.create_session("main", "/p")
     before = [store.insert_message(a, Role.USER, f"m{i}") for i in range(3)]

@@ -19,7 +19,7 @@ def make(tmp_path: Path) -> tuple[Cli, FileStore, str, int]:
     return cli, store, sid, mid - 1
 
 
-def test_redact_command(tmp_path: Path) -> None:
+def test_redact_replaces_the_content_on_disk_and_names_an_unknown_id(tmp_path: Path) -> None:
     cli, store, sid, user = make(tmp_path)
     assert cli.json("redact", str(user), "--with", "[gone]", "--yes", script=True) == {"redacted": [user]}
     assert store.load_all_messages(sid)[0].content == "[gone]"
@@ -35,7 +35,7 @@ def test_redact_asks_and_refuses_without_yes_off_a_terminal(tmp_path: Path) -> N
     assert store.load_all_messages(sid)[0].content == "token ghp_abc123XYZ please"
 
 
-def test_fork_command(tmp_path: Path) -> None:
+def test_fork_copies_the_context_into_a_new_session_of_the_same_project(tmp_path: Path) -> None:
     cli, store, sid, _ = make(tmp_path)
     out = cli.json("fork", sid[:12], script=True)
     new = out["session_id"]

@@ -168,13 +168,13 @@ def test_value_types_are_frozen_dataclasses_with_the_traits_fields(cls: type, na
         setattr(instance, names[0], SAMPLE_VALUES.get(names[0], 0))
 
 
-def test_token_usage_defaults() -> None:
+def test_token_usage_fields_default_to_zero_and_an_empty_stop_reason() -> None:
     u = TokenUsage()
     assert (u.prompt_tokens, u.completion_tokens, u.cache_read_tokens) == (0, 0, 0)
     assert (u.cache_creation_tokens, u.thinking_tokens, u.stop_reason) == (0, 0, "")
 
 
-def test_error_hierarchy() -> None:
+def test_errors_derive_from_koda_files_error_and_the_matching_builtin() -> None:
     assert issubclass(KodaFilesError, Exception)
     assert issubclass(SessionNotFoundError, KodaFilesError)
     assert issubclass(SessionNotFoundError, LookupError)
@@ -244,7 +244,7 @@ def test_insert_message_optional_parameters_default_to_none(cls: Any) -> None:
 
 
 @pytest.mark.parametrize("cls", [FileStore, AsyncFileStore], ids=lambda c: c.__name__)
-def test_constructor_signature(cls: type) -> None:
+def test_constructor_takes_root_then_keyword_only_durability_and_tracks_completion(cls: type) -> None:
     params = inspect.signature(cls).parameters
     assert list(params) == ["root", "durability", "tracks_completion"]
     assert params["tracks_completion"].default is False
@@ -948,7 +948,9 @@ def test_list_sessions_skips_an_unreadable_session_with_a_warning(
     assert any(bad in r.getMessage() for r in warnings), [r.getMessage() for r in warnings]
 
 
-def test_delete_session(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_delete_session_removes_only_its_directory_and_says_whether_it_existed(
+    store: FileStore, root: Path, tmp_path: Path,
+) -> None:
     keep = store.create_session("koda", tmp_path)
     store.insert_message(keep, Role.USER, "keep me")
     sid = store.create_session("koda", tmp_path)
@@ -1236,7 +1238,7 @@ def test_load_context_keeps_blank_assistant_with_answered_tool_calls(store: File
     assert _ctx(store, sid) == [("assistant", "   "), ("tool", "r")]
 
 
-def test_load_context_blank_assistant_with_unanswered_call(store: FileStore, tmp_path: Path) -> None:
+def test_load_context_drops_a_blank_assistant_with_an_unanswered_call(store: FileStore, tmp_path: Path) -> None:
     # Blank content and an unanswered call: the turn goes with the result of its answered call c1.
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
@@ -1314,7 +1316,7 @@ def test_recent_user_messages_across_sessions_newest_first(store: FileStore, tmp
     assert store.recent_user_messages(10) == ["three", "one"]
 
 
-def test_last_assistant_and_user_message(store: FileStore, tmp_path: Path) -> None:
+def test_last_assistant_and_user_message_skip_null_content_but_not_empty(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.last_assistant_message(sid) == ""
     assert store.last_user_message(sid) == ""
@@ -1345,7 +1347,7 @@ def test_last_messages_follow_conversation_order_after_compaction(store: FileSto
     assert store.last_user_message(sid) == "u2"  # archived messages count
 
 
-def test_has_pending_tool_calls(store: FileStore, tmp_path: Path) -> None:
+def test_has_pending_tool_calls_only_for_an_unanswered_assistant_call(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.has_pending_tool_calls(sid) is False
     store.insert_message(sid, Role.USER, "q")
@@ -1371,7 +1373,9 @@ def test_has_pending_tool_calls_looks_at_the_last_active_message(store: FileStor
     assert store.has_pending_tool_calls(sid) is False  # the last active message is now the hint
 
 
-def test_session_token_usage(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_session_token_usage_sums_every_message_with_usage_archived_included(
+    store: FileStore, root: Path, tmp_path: Path,
+) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.session_token_usage(sid) == SessionUsage()
     store.insert_message(sid, Role.USER, "q")
@@ -1396,7 +1400,9 @@ def test_session_token_usage_counts_messages_with_prompt_or_completion(
     assert usage == SessionUsage(3, 7, 0, 0, 0, 2)
 
 
-def test_session_usage_by_agent(store: FileStore, tmp_path: Path) -> None:
+def test_session_usage_by_agent_groups_by_agent_and_leaves_out_messages_without_usage(
+    store: FileStore, tmp_path: Path,
+) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.session_usage_by_agent(sid) == []
     store.insert_message(sid, Role.ASSISTANT, "m1", None, None, TokenUsage(5, 5, 1, 0, 0))
@@ -1534,7 +1540,9 @@ def test_compaction_boundary_keeps_the_call_group_whole(store: FileStore, tmp_pa
     assert [m.content for m in store.load_all_messages(sid)] == ["q", "sum", COMPACTION_HINT, None, "r1", "done"]
 
 
-def test_compacted_stats(store: FileStore, tmp_path: Path) -> None:
+def test_compacted_stats_counts_archived_messages_their_utf8_bytes_and_sessions(
+    store: FileStore, tmp_path: Path,
+) -> None:
     assert store.compacted_stats() == CompactedStats(0, 0, 0, None)
     s1 = store.create_session("koda", tmp_path)
     s2 = store.create_session("koda", tmp_path)
@@ -1627,7 +1635,7 @@ def test_purge_nothing_archived_changes_nothing(store: FileStore, root: Path, tm
 # ==============================================================================================
 
 
-def test_metadata_upsert(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_set_metadata_inserts_or_replaces_one_key_of_one_session(store: FileStore, root: Path, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     other = store.create_session("koda", tmp_path)
     assert store.get_metadata(sid, "model") is None

@@ -335,7 +335,7 @@ def test_marking_again_is_a_no_op(store: FileStore, root: Path) -> None:
     assert store.load_all_messages(sid)[0].completed_at == first
 
 
-def test_mark_unknown_or_bad_id(fstore: FileStore) -> None:
+def test_mark_message_complete_refuses_an_unknown_or_non_int_id(fstore: FileStore) -> None:
     with pytest.raises(KodaFilesError, match="424242"):
         fstore.mark_message_complete(424242)  # no root yet
     sid = fstore.create_session("main", ".")
@@ -483,7 +483,7 @@ def test_purge_drops_the_annotations_of_purged_messages(fstore: FileStore, root:
 # ── interruption ──
 
 
-def test_detect_interruption(store: FileStore, root: Path) -> None:
+def test_detect_interruption_names_what_the_session_ended_on(store: FileStore, root: Path) -> None:
     sid = store.create_session("main", ".")
     assert store.detect_interruption(sid) is None  # empty
     long_prompt = "p" * 79 + "é" + "tail" * 50

@@ -93,7 +93,7 @@ def test_update_message_thinking_content_unknown_id_raises(store: FileStore, tmp
 # ── full_content ──
 
 
-def test_insert_tool_message_with_full(store: FileStore, tmp_path: Path) -> None:
+def test_insert_tool_message_with_full_stores_both_contents(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     store.insert_message(sid, Role.ASSISTANT, None, tool_calls_json("tc_1"))
     mid = store.insert_tool_message_with_full(sid, "short result", "tc_1", "very long full output that was truncated")
@@ -109,7 +109,7 @@ def test_insert_tool_message_with_full(store: FileStore, tmp_path: Path) -> None
 # ── clear_message_content ──
 
 
-def test_clear_message_content(store: FileStore, tmp_path: Path) -> None:
+def test_clear_message_content_replaces_the_content_of_each_id(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     id1 = store.insert_message(sid, Role.USER, "secret")
     id2 = store.insert_message(sid, Role.ASSISTANT, "response")
@@ -117,7 +117,7 @@ def test_clear_message_content(store: FileStore, tmp_path: Path) -> None:
     assert [m.content for m in store.load_all_messages(sid)] == ["[redacted]", "[redacted]"]
 
 
-def test_ctx_cache_clear_message_content_forces_full_reload(store: FileStore, tmp_path: Path) -> None:
+def test_a_warm_load_context_sees_cleared_content(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     complete_assistant(store, sid, None, tool_calls_json("tc_1"))
     tool_id = store.insert_message(sid, Role.TOOL, "LARGE original content", None, "tc_1")
@@ -293,7 +293,7 @@ def test_session_events_torn_and_bad_lines(store: FileStore, caplog: pytest.LogC
 # ── key-value ──
 
 
-def test_kv_set_get_delete(store: FileStore) -> None:
+def test_kv_set_replaces_get_reads_and_delete_is_idempotent(store: FileStore) -> None:
     assert store.kv_get("my_key") is None
     store.kv_set("my_key", "hello")
     assert store.kv_get("my_key") == "hello"
@@ -304,7 +304,7 @@ def test_kv_set_get_delete(store: FileStore) -> None:
     store.kv_delete("my_key")  # absent: nothing happens
 
 
-def test_kv_list_prefix(store: FileStore) -> None:
+def test_kv_list_prefix_returns_matching_keys_sorted_from_one_json_file(store: FileStore) -> None:
     store.kv_set("cfg:foo", "1")
     store.kv_set("cfg:bar", "2")
     store.kv_set("other:baz", "3")

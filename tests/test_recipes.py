@@ -198,7 +198,7 @@ def test_every_recipe_has_a_check() -> None:
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
-def test_recipe(store: FileStore, name: str) -> None:
+def test_recipe_runs_and_its_output_passes_its_check(store: FileStore, name: str) -> None:
     assert shutil.which("jq") and shutil.which("rg") and shutil.which("git"), "jq, rg and git are needed"
     commands = next(cmds for c, cmds in recipes() if c.startswith(name))
     if name == "Keep the history in git":

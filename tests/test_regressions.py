@@ -104,7 +104,7 @@ def test_concurrent_readers_of_one_store_see_no_duplicates(tmp_path: Path) -> No
     assert len(store.load_all_messages(sid)) == 400
 
 
-def test_async_gather_of_writes_and_reads_leaves_cache_consistent(tmp_path: Path) -> None:
+def test_async_gather_of_writes_and_reads_leaves_the_cache_as_a_fresh_store_reads(tmp_path: Path) -> None:
     """Gathered `AsyncFileStore` inserts and `load_context` calls on one session (each in a
     worker thread) leave the warm store reading the same ids as a fresh one: the unlocked cache
     refresh racing the writers' appends must not double or drop messages."""

@@ -323,13 +323,13 @@ class SqliteStore:
             params: tuple[object, ...] = (
                 session_id, r.value, content, tool_calls, tool_call_id,
                 None, None, None, None, None, agent_name, _now(),
-            )  # fmt: skip
+            )
         elif isinstance(usage, TokenUsage):
             params = (
                 session_id, r.value, content, tool_calls, tool_call_id,
                 usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
                 usage.cache_creation_tokens, usage.thinking_tokens, agent_name, _now(),
-            )  # fmt: skip
+            )
         else:
             raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
         try:

@@ -79,7 +79,7 @@ def test_repair_quarantines_bad_lines_and_keeps_good_ones_byte_for_byte(tmp_path
     report = store.check(repair=True)
     assert report.ok and _kinds(report) == [
         ("bad-line", 2, True), ("bad-line", 4, True), ("bad-line", 5, True), ("torn-tail", 7, True),
-    ]  # fmt: skip
+    ]
     assert path.read_bytes() == raw[0] + b"\n" + raw[2] + b"\n" + raw[5] + b"\n", "a good line was touched"
     quarantined = [json.loads(x) for x in (root / "sessions" / sid / QUARANTINE).read_bytes().splitlines()]
     assert [q["line"] for q in quarantined] == [2, 4, 5, 7]

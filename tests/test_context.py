@@ -194,7 +194,7 @@ def test_compaction_keeps_a_call_group_whole(store: FileStore) -> None:
     assert store.compact_session(sid, "again", 1) == 4  # summary, hint, c1's group and q archived
     assert _ctx(store, sid) == [
         ("system", "again"), ("assistant", COMPACTION_HINT), ("assistant", "x"), ("tool", "rq"), ("tool", "rp again")
-    ]  # fmt: skip
+    ]
 
 
 def test_detect_interruption_after_a_dropped_call_and_an_interrupted_reply(root: Path) -> None:
@@ -234,7 +234,7 @@ def test_dedupe_handles_many_call_ids_independently(store: FileStore) -> None:
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.ASSISTANT, None, tool_calls_json("tc1", "tc2", "tc3"))
     for call, text in [("tc1", "tc1 stub"), ("tc2", "tc2 stub"), ("tc3", "tc3 only"), ("tc1", "tc1 final"),
-                       ("tc2", "tc2 mid"), ("tc2", "tc2 final")]:  # fmt: skip
+                       ("tc2", "tc2 mid"), ("tc2", "tc2 final")]:
         store.insert_message(sid, Role.TOOL, text, None, call)
     got = {m.tool_call_id: m.content for m in store.load_context(sid) if m.role is Role.TOOL}
     assert got == {"tc1": "tc1 final", "tc2": "tc2 final", "tc3": "tc3 only"}
@@ -302,7 +302,7 @@ def test_a_caller_that_never_marks_loses_nothing(root: Path) -> None:
     store.insert_message(sid, Role.ASSISTANT, "more")
     assert _ctx(store, sid) == [
         ("system", "summary"), ("assistant", COMPACTION_HINT), ("assistant", "hi"), ("assistant", "more")
-    ]  # fmt: skip
+    ]
     assert not (root / ".tracks-completion").exists()
     assert FileStore(root).detect_interruption(sid) is None
 

@@ -218,7 +218,7 @@ REWRITES = [
     Rewrite("delete_session", _setup_deletable, lambda s, sid: s.delete_session(sid), _session_state),
     Rewrite("create_session", lambda s: _chatty_session(s, 3), lambda s, sid: s.create_session("sub", "/p"),
             _session_state),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("case", REWRITES, ids=[r.name for r in REWRITES])

@@ -20,7 +20,7 @@ from koda_files import _fileops as fileops
 HOSTILE_IDS = [
     "../x", "../../etc/passwd", "/etc/passwd", "/", "a/b", "a\\b", "..\\x", "C:\\x", "a\0b", "\0",
     "", ".", "..", ".lock", ".new-x", "-rf", " x", "x ", "a" * 129, "é", "x\n", 7, None,
-]  # fmt: skip
+]
 RESERVED_OK = ["CON", "nul", "aux.txt", "COM1", "a" * 128]  # valid ids (on POSIX), but not sessions
 
 METHODS: list[Callable[[FileStore, object], object]] = [

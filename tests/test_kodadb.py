@@ -25,7 +25,7 @@ NEW_SCHEMA = {
         "thinking_tokens", "agent_name", "compacted_at", "completed_at", "full_content", "thinking_content",
     ],
     "session_metadata": ["session_id", "key", "value", "updated_at"],
-}  # fmt: skip
+}
 
 # koda's schema before `title`, `mode` (sessions) and `completed_at` (messages) were added.
 OLDER_SCHEMA = """
@@ -255,7 +255,7 @@ def build_older_db(path: Path) -> None:
         (8, "s-one", "assistant", "Context was compacted; continue.", None, None, None, None,
          "2025-01-05 10:00:00", None, None, None, None, None),
         (5, "s-two", "assistant", "hello", None, None, 3, 1, "2025-01-02 03:05:02", None, None, None, None, None),
-    ]  # fmt: skip
+    ]
     conn.executemany(
         "INSERT INTO messages (id, session_id, role, content, tool_calls, tool_call_id, prompt_tokens,"
         " completion_tokens, created_at, cache_read_tokens, cache_creation_tokens, thinking_tokens,"

@@ -241,7 +241,7 @@ def _insert_everywhere(root: Path, mode: str, order: list[str]) -> dict[str, lis
 
 
 def check_state(files: dict[str, bytes | None], crash: int, rec: Recording, views: list[View], mode: str,
-                work: Path) -> None:  # fmt: skip
+                work: Path) -> None:
     """Reopen one crash state and check every promise; raises AssertionError saying which broke."""
     shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
@@ -306,7 +306,7 @@ def _diff(got: View, want: View) -> str:
             ga = None if a is None else [(m.id, m.content, m.compacted_at is not None) for m in a.messages]
             gb = None if b is None else [(m.id, m.content, m.compacted_at is not None) for m in b.messages]
             parts.append(f"{sid[-6:]}: got {ga} {a and (a.meta, a.todo, set(a.kept_bad))} "
-                         f"want {gb} {b and (b.meta, b.todo, set(b.kept_bad))}")  # fmt: skip
+                         f"want {gb} {b and (b.meta, b.todo, set(b.kept_bad))}")
     return "; ".join(parts)
 
 

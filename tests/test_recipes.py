@@ -88,11 +88,11 @@ def _run(store: FileStore, command: str) -> str:
         KODA_FILES_DIR=str(store.root), PATH=BIN + os.pathsep + env.get("PATH", ""),
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com", GIT_CONFIG_GLOBAL=os.devnull,
-    )  # fmt: skip
+    )
     r = subprocess.run(
         ["bash", "-c", "set -eo pipefail; " + command], cwd=store.root, env=env, capture_output=True, text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, (command, r.stdout, r.stderr)
     return r.stdout
 
@@ -122,7 +122,7 @@ def check_active(store: FileStore, out: str) -> None:
     want = [
         {"id": m.id, "role": m.role.value, "content": m.content}
         for s in _ids(store) for m in store.load_all_messages(s) if m.compacted_at is None
-    ]  # fmt: skip
+    ]
     assert got == want and all(r["role"] for r in got)
 
 
@@ -131,7 +131,7 @@ def check_archived(store: FileStore, out: str) -> None:
     want = [
         {"id": m.id, "role": m.role.value, "content": m.content}
         for s in _ids(store) for m in store.load_all_messages(s) if m.compacted_at is not None
-    ]  # fmt: skip
+    ]
     assert got == want and {r["id"] for r in got} >= {900, 901}  # both layouts
     assert any(r["content"] == "Fix test_add please.\nIt fails." for r in got)
 

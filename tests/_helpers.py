@@ -21,12 +21,17 @@ from koda_files import Message, Role
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
 
 
+# The on-disk layout the README documents, spelled once: tests check the files by these names
+# rather than through the store, so that a renamed file fails the tests instead of following them.
+
+
 def sessions_dir(root: Path) -> Path:
+    """`<root>/sessions`, the directory holding one directory per session."""
     return root / "sessions"
 
 
 def session_dir(root: Path, sid: str) -> Path:
-    return root / "sessions" / sid
+    return sessions_dir(root) / sid
 
 
 def messages_path(root: Path, sid: str) -> Path:
@@ -39,6 +44,11 @@ def metadata_path(root: Path, sid: str) -> Path:
 
 def todo_path(root: Path, sid: str) -> Path:
     return session_dir(root, sid) / "todo.md"
+
+
+def quarantine_path(root: Path, sid: str) -> Path:
+    """Where `check --repair` moves the lines it cannot read."""
+    return session_dir(root, sid) / "quarantine.jsonl"
 
 
 def raw_lines(path: Path) -> list[bytes]:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from _cli import COMMANDS, SCRIPT, Cli, run_on_terminal
-from _helpers import snapshot
+from _helpers import messages_path, session_dir, snapshot, todo_path
 
 from koda_files import FileStore, Role
 
@@ -139,7 +139,7 @@ def test_todo_edit_runs_the_editor_on_todo_md(cli: Cli, sessions: tuple[str, str
     cli.ok("todo", a, "--edit", EDITOR=f"{sys.executable} {editor}", VISUAL="")
     assert FileStore(cli.root).get_todo(a) == "- [ ] tests\n- [ ] added by the editor\n"
     cli.ok("todo", b, "--edit", VISUAL=f"{sys.executable} {editor}")  # a session without todo.md yet
-    path = cli.root / "sessions" / b / "todo.md"
+    path = todo_path(cli.root, b)
     assert path.read_text() == "- [ ] added by the editor\n" and oct(path.stat().st_mode & 0o777) == "0o600"
     assert "exited with status 3" in cli.fails(1, "todo", a, "--edit", EDITOR=f"{sys.executable} -c 'exit(3)'")
 
@@ -160,11 +160,11 @@ def test_compact_archives_all_but_keep_and_requires_a_summary(cli: Cli, sessions
 def test_delete_needs_yes_off_a_terminal_and_removes_the_session_directory(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     assert "--yes" in cli.fails(2, "delete", b)  # stdin is not a terminal: never deletes unasked
-    assert (cli.root / "sessions" / b).is_dir()
+    assert session_dir(cli.root, b).is_dir()
     assert cli.json("delete", b, "--yes") == {"session_id": b, "deleted": True}
-    assert not (cli.root / "sessions" / b).exists()
+    assert not session_dir(cli.root, b).exists()
     cli.ok("delete", a[:12], "--yes", script=True)
-    assert not (cli.root / "sessions" / a).exists()
+    assert not session_dir(cli.root, a).exists()
     cli.fails(1, "delete", a, "--yes")
 
 
@@ -195,7 +195,7 @@ def test_check_exits_1_naming_the_session_with_a_bad_line(cli: Cli, sessions: tu
     data = cli.json("check")
     assert data["ok"] is True and data["sessions"] == 2 and data["problems"] == []
     assert "ok" in cli.ok("check", script=True)
-    with open(cli.root / "sessions" / a / "messages.jsonl", "ab") as f:
+    with open(messages_path(cli.root, a), "ab") as f:
         f.write(b"this is not json\n")
     r = cli.run("--json", "check")
     assert r.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _cli import Cli
+from _helpers import messages_path
 
 from koda_files import FileStore, Role
 
@@ -23,7 +24,7 @@ def test_redact_replaces_the_content_on_disk_and_names_an_unknown_id(tmp_path: P
     cli, store, sid, user = make(tmp_path)
     assert cli.json("redact", str(user), "--with", "[gone]", "--yes", script=True) == {"redacted": [user]}
     assert store.load_all_messages(sid)[0].content == "[gone]"
-    assert b"ghp_abc123XYZ" not in (cli.root / "sessions" / sid / "messages.jsonl").read_bytes()
+    assert b"ghp_abc123XYZ" not in messages_path(cli.root, sid).read_bytes()
     line = cli.fails(1, "redact", "999999", "--yes")
     assert "message 999999" in line
     assert "not a message id: 'x1'" in cli.fails(2, "redact", "x1")

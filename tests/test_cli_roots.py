@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cli import SCRIPT, Cli, env_for
-from _helpers import snapshot
+from _helpers import messages_path, snapshot
 
 import koda_files
 from koda_files import FileStore, KodaFilesError, Role
@@ -81,7 +81,7 @@ def test_check_repair_on_a_read_only_root_says_why(cli: Cli, tmp_path: Path) -> 
     store = FileStore(root)
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.USER, "hello")
-    with open(root / "sessions" / sid / "messages.jsonl", "ab") as f:
+    with open(messages_path(root, sid), "ab") as f:
         f.write(b"broken\n")
     before = snapshot(root)
     if os.geteuid() == 0:

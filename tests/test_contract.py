@@ -401,13 +401,13 @@ def test_session_directory_layout(store: FileStore, root: Path, tmp_path: Path) 
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "hi")
     sdir = session_dir(root, sid)
-    assert (sdir / "messages.jsonl").is_file()
-    assert (sdir / "metadata.json").is_file()
-    assert not (sdir / "todo.md").exists(), "todo.md exists before a todo was set"
+    assert messages_path(root, sid).is_file()
+    assert metadata_path(root, sid).is_file()
+    assert not todo_path(root, sid).exists(), "todo.md exists before a todo was set"
     store.set_metadata(sid, "k", "v")
     store.compact_session(sid, "summary", 0)
     store.set_todo(sid, "- [ ] one")
-    assert (sdir / "todo.md").is_file()
+    assert todo_path(root, sid).is_file()
     visible = sorted(p.name for p in sdir.iterdir() if not p.name.startswith("."))
     assert visible == ["messages.jsonl", "metadata.json", "todo.md"], (
         "lock and temporary files must be dot-files; found " + repr(visible)
@@ -471,12 +471,12 @@ def test_permissions_with_a_permissive_umask_on_an_existing_root(tmp_path: Path)
         _exercise_every_writer(FileStore(root), tmp_path)
     finally:
         os.umask(old)
-    for dirpath, dirnames, filenames in os.walk(root / "sessions"):
+    for dirpath, dirnames, filenames in os.walk(sessions_dir(root)):
         for d in dirnames:
             assert stat.S_IMODE((Path(dirpath) / d).stat().st_mode) == 0o700
         for f in filenames:
             assert stat.S_IMODE((Path(dirpath) / f).lstat().st_mode) == 0o600
-    assert stat.S_IMODE((root / "sessions").stat().st_mode) == 0o700
+    assert stat.S_IMODE(sessions_dir(root).stat().st_mode) == 0o700
 
 
 ALLOWED_LINE_KEYS = set(MESSAGE_FIELDS) | {"agent_name", "created_at", "compacted_at"}
@@ -757,11 +757,10 @@ def test_imported_style_ids_are_accepted(fstore: FileStore, root: Path, sid: str
 
 def _write_imported_session(root: Path, sid: str, lines: list[dict[str, Any]], created_at: str) -> None:
     """A session written by hand (or by an importer) following the README's format."""
-    sdir = session_dir(root, sid)
-    sdir.mkdir(parents=True)
+    session_dir(root, sid).mkdir(parents=True)
     header = {"agent_name": "imported", "created_at": created_at, "id": sid, "metadata": {"origin": "sqlite"}}
-    (sdir / "metadata.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    with open(sdir / "messages.jsonl", "wb") as fh:
+    metadata_path(root, sid).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with open(messages_path(root, sid), "wb") as fh:
         for line in lines:
             fh.write(orjson.dumps(line) + b"\n")
 

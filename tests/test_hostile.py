@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import snapshot
+from _helpers import session_dir, snapshot
 
 from koda_files import FileStore, InvalidSessionIdError, KodaFilesError, Role, SessionNotFoundError, TokenUsage
 from koda_files import _fileops as fileops
@@ -68,7 +68,7 @@ def test_hostile_session_ids_touch_nothing(tmp_path: Path) -> None:
 
 def test_symlink_planted_as_session_directory(tmp_path: Path) -> None:
     store, sid, outside = _world(tmp_path)
-    link = store.root / "sessions" / "victim"
+    link = session_dir(store.root, "victim")
     link.symlink_to(outside / "victim")
     before = snapshot(outside)
     assert store.load_all_messages("victim") == []
@@ -93,7 +93,7 @@ def test_symlink_planted_as_a_session_file(tmp_path: Path, name: str) -> None:
     store, sid, outside = _world(tmp_path)
     target = outside / "victim" / ("messages.jsonl" if name != "todo.md" else "todo.md")
     target.write_bytes(target.read_bytes() if target.exists() else b"outside todo")
-    path = store.root / "sessions" / sid / name
+    path = session_dir(store.root, sid) / name
     if path.exists():
         path.unlink()
     path.symlink_to(target)
@@ -129,7 +129,7 @@ def test_symlink_planted_as_a_session_file(tmp_path: Path, name: str) -> None:
 
 def test_symlink_planted_at_the_temp_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, sid, outside = _world(tmp_path)
-    session = store.root / "sessions" / sid
+    session = session_dir(store.root, sid)
     planted = ".todo.md.guessed.tmp"
     (session / planted).symlink_to(outside / "secret.txt")
     monkeypatch.setattr(fileops, "temp_name", lambda target: f".{target}.guessed.tmp")
@@ -149,7 +149,7 @@ def test_metadata_keys_of_any_string(tmp_path: Path) -> None:
     fresh = FileStore(store.root)
     for i, key in enumerate(keys):
         assert fresh.get_metadata(sid, key) == f"v{i}"
-    names = sorted(os.listdir(store.root / "sessions" / sid))
+    names = sorted(os.listdir(session_dir(store.root, sid)))
     assert [n for n in names if not n.startswith(".")] == ["messages.jsonl", "metadata.json"]
     assert snapshot(outside) == before
 

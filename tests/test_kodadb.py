@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import snapshot, tool_calls_json
+from _helpers import messages_path, metadata_path, sessions_dir, snapshot, tool_calls_json
 
 import koda_files
 from koda_files import FileStore, Message, Role, TokenUsage, export_sqlite, import_sqlite
@@ -72,7 +72,7 @@ def populate(store: FileStore, project: Path) -> tuple[str, str, str]:
     store.insert_message(b, Role.ASSISTANT, "", usage=TokenUsage(1, 0))  # empty content kept as ""
     store.set_session_mode(b, "plan")
     # b was written in June 2025 (a hand edit of its times) and last used at noon that day
-    log = store.root / "sessions" / b / "messages.jsonl"
+    log = messages_path(store.root, b)
     log.write_text(re.sub(r'"created_at":"[^"]*"', '"created_at":"2025-06-01T10:00:00.000000Z"', log.read_text()))
     store.set_session_last_accessed(b, OLD_ACCESS)
     c = store.create_session("main", project)
@@ -101,7 +101,7 @@ def seconds(m: Message) -> Message:
 
 
 def header(store: FileStore, sid: str) -> dict[str, Any]:
-    data = json.loads((store.root / "sessions" / sid / "metadata.json").read_text())
+    data = json.loads(metadata_path(store.root, sid).read_text())
     assert isinstance(data, dict)
     return data
 
@@ -409,7 +409,7 @@ def test_import_reports_bad_sessions_and_goes_on(tmp_path: Path) -> None:
     assert sorted(report.imported) == ["s-one", "s-two"]
     assert sorted(sid for sid, _ in report.failed) == ["../escape", "bad-role"]
     assert not report.ok
-    assert sorted(os.listdir(store.root / "sessions")) == ["s-one", "s-two"]
+    assert sorted(os.listdir(sessions_dir(store.root))) == ["s-one", "s-two"]
     assert not (tmp_path / "escape").exists()
 
 

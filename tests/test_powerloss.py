@@ -26,6 +26,7 @@ import pytest
 from _crashplan import Planner, completed_calls, crash_points
 from _crashstate import Recorder, Recording, files_of, materialise
 from _fault_helpers import scaled
+from _helpers import messages_path, session_dir
 
 from koda_files import FileStore, Message, Role, TokenUsage
 from koda_files import _fileops as fileops
@@ -62,7 +63,7 @@ def observe(root: Path, mode: str) -> View:
             sid = info.id
             kept: set[bytes] = set()
             for name in ("messages.jsonl", "quarantine.jsonl"):
-                path = root / "sessions" / sid / name
+                path = session_dir(root, sid) / name
                 if path.exists():
                     kept.update(BAD.findall(path.read_bytes()))
             out[sid] = SessionView(
@@ -198,7 +199,7 @@ def _bad_line_setup(root: Path) -> None:
     s = FileStore(root, durability="fsync")
     sid = s.create_session("main", PROJECT)
     s.insert_message(sid, Role.USER, "before the bad line")
-    with (root / "sessions" / sid / "messages.jsonl").open("ab") as f:
+    with messages_path(root, sid).open("ab") as f:
         f.write(b"BADLINE-1 this is not json\n")
     s.insert_message(sid, Role.USER, "after the bad line")
     s.close()

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import tool_calls_json
+from _helpers import messages_path, sessions_dir, tool_calls_json
 
 from koda_files import FileStore, Role, TokenUsage
 
@@ -59,13 +59,13 @@ def store(tmp_path: Path) -> FileStore:
     store.insert_message(b, Role.ASSISTANT, "", "grep(pattern) -- not JSON", usage=TokenUsage(7, 1))
     both = json.dumps([json.loads(tool_calls_json("c2"))[0], {"id": "c3", "function": {"name": "grep"}}])
     store.insert_message(b, Role.ASSISTANT, None, both, usage=TokenUsage(9, 2))
-    with open(store.root / "sessions" / b / "messages.jsonl", "ab") as f:
+    with open(messages_path(store.root, b), "ab") as f:
         f.write(b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
     store.insert_message(b, Role.ASSISTANT, "after the broken line")
     store.create_session("empty", tmp_path / "other")
     # A session compacted by the first layout: its archived lines carry their own compacted_at.
     c = store.create_session("old", project)
-    (store.root / "sessions" / c / "messages.jsonl").write_bytes(LAYOUT_1_LOG)
+    messages_path(store.root, c).write_bytes(LAYOUT_1_LOG)
     return store
 
 
@@ -144,7 +144,7 @@ def check_shown(store: FileStore, out: str) -> None:
 def check_rg(store: FileStore, out: str) -> None:
     got = dict(line.rsplit(":", 1) for line in out.splitlines())
     want = {}
-    for path in sorted((store.root / "sessions").rglob("*")):
+    for path in sorted(sessions_dir(store.root).rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             n = sum(b"test_add" in line for line in path.read_bytes().splitlines())
             if n:

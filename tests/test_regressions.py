@@ -15,13 +15,11 @@ import threading
 import time
 from pathlib import Path
 
+from _helpers import messages_path, session_dir, sessions_dir
+
 from koda_files import FileStore, KodaFilesError, Role, export_sqlite, import_sqlite
 
 INT64_MAX = 2**63 - 1
-
-
-def _log(root: Path, sid: str) -> Path:
-    return root / "sessions" / sid / "messages.jsonl"
 
 
 # ── caches ──
@@ -37,7 +35,7 @@ def test_same_size_hand_edit_stays_visible_after_the_store_appends(tmp_path: Pat
     store.insert_message(sid, Role.ASSISTANT, "answer")
     assert [m.content for m in store.load_all_messages(sid)] == ["hello world", "answer"]
     time.sleep(0.05)  # a person's edit: well after the store's last write
-    path = _log(store.root, sid)
+    path = messages_path(store.root, sid)
     data = path.read_bytes()
     with open(path, "r+b") as f:  # in place, same size
         f.write(data.replace(b"hello world", b"HELLO WORLD"))
@@ -64,9 +62,9 @@ def test_load_context_reads_a_session_replaced_under_the_same_id(tmp_path: Path)
     other.insert_message(src, Role.ASSISTANT, "new answer")
     other.insert_message(src, Role.USER, "new follow-up")
 
-    shutil.rmtree(store.root / "sessions" / sid)
+    shutil.rmtree(session_dir(store.root, sid))
     assert store.last_user_message(sid) == ""  # the warm store sees the removal
-    shutil.copytree(other.root / "sessions" / src, store.root / "sessions" / sid)
+    shutil.copytree(session_dir(other.root, src), session_dir(store.root, sid))
 
     fresh = FileStore(store.root)
     expected = [m.content for m in fresh.load_context(sid)]
@@ -139,7 +137,7 @@ def _two_sessions_one_broken(tmp_path: Path) -> tuple[FileStore, str, int]:
     store.compact_session(good, "summary", 0)
     bad = store.create_session("main", "/p")
     store.insert_message(bad, Role.USER, "x")
-    log = _log(store.root, bad)
+    log = messages_path(store.root, bad)
     log.unlink()
     log.mkdir()  # damage: a directory where the log should be (a symlink does the same)
     return FileStore(store.root), good, msg_id
@@ -158,10 +156,10 @@ def test_purge_survives_one_unreadable_log(tmp_path: Path) -> None:
 def test_mark_message_complete_survives_one_unreadable_log(tmp_path: Path) -> None:
     store, good, msg_id = _two_sessions_one_broken(tmp_path)
     # The broken session is the most recently modified: the cold search visits it first.
-    os.utime(store.root / "sessions", None)
-    for entry in (store.root / "sessions").iterdir():
+    os.utime(sessions_dir(store.root), None)
+    for entry in sessions_dir(store.root).iterdir():
         if entry.name != good:
-            os.utime(entry / "messages.jsonl", (time.time() + 100, time.time() + 100))
+            os.utime(messages_path(store.root, entry.name), (time.time() + 100, time.time() + 100))
     store.mark_message_complete(msg_id)
     assert store.load_all_messages(good)[0].completed_at is not None
 
@@ -239,7 +237,7 @@ def test_idle_time_is_not_read_through_a_session_symlink(tmp_path: Path) -> None
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "messages.jsonl").write_bytes(b'{"id":1,"role":"user","content":"LEAKED"}\n')
-    (store.root / "sessions" / "victim").symlink_to(outside)
+    session_dir(store.root, "victim").symlink_to(outside)
     assert store.load_context("victim") == []
     assert store.get_session_idle_secs("victim") is None
     assert store.session_last_accessed("victim") is None

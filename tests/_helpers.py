@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from koda_files import Message, Role
@@ -49,6 +50,17 @@ def todo_path(root: Path, sid: str) -> Path:
 def quarantine_path(root: Path, sid: str) -> Path:
     """Where `check --repair` moves the lines it cannot read."""
     return session_dir(root, sid) / "quarantine.jsonl"
+
+
+def append_to_log(root: Path, sid: str, data: bytes) -> None:
+    """Append bytes to a session's `messages.jsonl` as a person or a dying writer would: no newline added."""
+    with open(messages_path(root, sid), "ab") as f:
+        f.write(data)
+
+
+def append_line(root: Path, sid: str, record: dict[str, Any] | bytes) -> None:
+    """Append one line by hand: a record serialised with orjson (or bytes as they are), then `\\n`."""
+    append_to_log(root, sid, (record if isinstance(record, bytes) else orjson.dumps(record)) + b"\n")
 
 
 def raw_lines(path: Path) -> list[bytes]:

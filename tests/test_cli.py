@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from _cli import COMMANDS, SCRIPT, Cli, run_on_terminal
-from _helpers import messages_path, session_dir, snapshot, todo_path
+from _helpers import append_to_log, session_dir, snapshot, todo_path
 
 from koda_files import FileStore, Role
 
@@ -195,8 +195,7 @@ def test_check_exits_1_naming_the_session_with_a_bad_line(cli: Cli, sessions: tu
     data = cli.json("check")
     assert data["ok"] is True and data["sessions"] == 2 and data["problems"] == []
     assert "ok" in cli.ok("check", script=True)
-    with open(messages_path(cli.root, a), "ab") as f:
-        f.write(b"this is not json\n")
+    append_to_log(cli.root, a, b"this is not json\n")
     r = cli.run("--json", "check")
     assert r.returncode == 1
     report = json.loads(r.stdout)

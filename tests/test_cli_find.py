@@ -9,7 +9,7 @@ import sys
 import time
 
 from _cli import Cli, env_for, run_on_terminal
-from _helpers import messages_path, tool_calls_json
+from _helpers import append_to_log, messages_path, tool_calls_json
 
 from koda_files import FileStore, Role
 
@@ -22,9 +22,8 @@ def _two_sessions(cli: Cli) -> tuple[str, str]:
     store.insert_message(old, Role.ASSISTANT, "Looking.", tool_calls_json("c1"))
     store.insert_message(old, Role.TOOL, "a.py: needle = 1", tool_call_id="c1")
     store.compact_session(old, "Found the needle in a.py.", 0)
-    with open(messages_path(cli.root, old), "ab") as f:
-        f.write(b'{"id":900,"role":"user","content":"caf\\u00e9 needle \\"quoted\\""}\n')
-        f.write(b'{"id": 901, "role": "user", "content": "needle in a broken line\n')
+    append_to_log(cli.root, old, b'{"id":900,"role":"user","content":"caf\\u00e9 needle \\"quoted\\""}\n')
+    append_to_log(cli.root, old, b'{"id": 901, "role": "user", "content": "needle in a broken line\n')
     store.insert_message(old, Role.ASSISTANT, "no match here")
     time.sleep(0.02)
     new = store.create_session("helper", cli.tmp_path / "elsewhere")

@@ -14,8 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import orjson
-from _helpers import Msg, as_msg, messages_path, metadata_path, read_calls, sanitize_indices, tool_calls_json
+from _helpers import (
+    Msg,
+    append_line,
+    as_msg,
+    metadata_path,
+    read_calls,
+    sanitize_indices,
+    tool_calls_json,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -117,8 +124,7 @@ def _run_history(root: Path, steps: list[tuple[object, ...]], track_root: bool) 
             line: dict[str, object] = {"id": last + 1000, "role": "tool", "tool_call_id": step[1], "content": "by hand"}
             if step[2]:
                 line = {"id": last + 1000, "role": "assistant", "tool_calls": tool_calls_json(str(step[1]))}
-            with open(messages_path(root, sid), "ab") as f:
-                f.write(orjson.dumps(line) + b"\n")
+            append_line(root, sid, line)
         elif kind == "assistant":
             mid = store.insert_message(sid, Role.ASSISTANT, step[1], step[2])  # type: ignore[arg-type]
             if step[3]:

@@ -29,6 +29,8 @@ import orjson
 import platformdirs
 import pytest
 from _helpers import (
+    append_line,
+    append_to_log,
     as_msg,
     iso_utc,
     json_lines,
@@ -1391,10 +1393,10 @@ def test_session_token_usage_counts_messages_with_prompt_or_completion(
 ) -> None:
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
-    with open(messages_path(root, sid), "ab") as fh:  # lines written by hand / an importer
-        fh.write(orjson.dumps({"id": 800001, "role": "assistant", "content": "x", "cache_read_tokens": 50}) + b"\n")
-        fh.write(orjson.dumps({"id": 800002, "role": "assistant", "content": "y", "completion_tokens": 7}) + b"\n")
-        fh.write(orjson.dumps({"id": 800003, "role": "assistant", "content": "z", "prompt_tokens": 3}) + b"\n")
+    # lines written by hand / an importer
+    append_line(root, sid, {"id": 800001, "role": "assistant", "content": "x", "cache_read_tokens": 50})
+    append_line(root, sid, {"id": 800002, "role": "assistant", "content": "y", "completion_tokens": 7})
+    append_line(root, sid, {"id": 800003, "role": "assistant", "content": "z", "prompt_tokens": 3})
     usage = store.session_token_usage(sid)
     assert usage == SessionUsage(3, 7, 0, 0, 0, 2)
 
@@ -1849,8 +1851,7 @@ def test_malformed_middle_line_is_skipped_warned_and_kept(
     caplog.set_level(logging.WARNING, logger="koda_files")
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(GARBAGE + b"\n")
+    append_line(root, sid, GARBAGE)
     store.insert_message(sid, Role.ASSISTANT, "m2")
     store.insert_message(sid, Role.USER, "m3")
     caplog.clear()
@@ -1880,8 +1881,7 @@ def test_torn_last_line_is_skipped_and_not_glued_to_the_next_append(
     caplog.set_level(logging.WARNING, logger="koda_files")
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(TORN)  # a writer died mid-line: no newline
+    append_to_log(root, sid, TORN)  # a writer died mid-line: no newline
     caplog.clear()
     assert [m.content for m in store.load_all_messages(sid)] == ["m1"]
     assert _warnings_about(caplog, sid, 2), [r.getMessage() for r in caplog.records]
@@ -1904,8 +1904,7 @@ def test_invalid_utf8_line_is_skipped(store: FileStore, root: Path, tmp_path: Pa
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
     bad = b'{"id": 777777, "role": "user", "content": "\xff\xfe"}'
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(bad + b"\n")
+    append_line(root, sid, bad)
     store.insert_message(sid, Role.USER, "m2")
     assert [m.content for m in store.load_all_messages(sid)] == ["m1", "m2"]
     store.compact_session(sid, "s", 0)

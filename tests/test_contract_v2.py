@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _fault_helpers import copy_root, fork_child, scaled, send
-from _helpers import messages_path, metadata_path, raw_lines, session_dir
+from _helpers import append_to_log, messages_path, metadata_path, raw_lines, session_dir
 
 import koda_files._fileops
 import koda_files._session
@@ -404,10 +404,9 @@ def test_a_hand_written_annotation_is_honoured(fstore: FileStore, root: Path, ca
     a = fstore.insert_message(sid, Role.USER, "q")
     b = fstore.insert_message(sid, Role.ASSISTANT, "a")
     fstore.load_context(sid)
-    with open(messages_path(root, sid), "ab") as f:
-        f.write(b'{"id": %d, "completed_at": "2026-01-02T03:04:05.000000Z"}\r\n' % b)
-        f.write(b'{"id":999999,"completed_at":"2026-01-02T03:04:05.000000Z"}\n')  # no such message
-        f.write(b'{"completed_at":"2026-01-02T03:04:05.000000Z","id":%d}\n' % a)
+    append_to_log(root, sid, b'{"id": %d, "completed_at": "2026-01-02T03:04:05.000000Z"}\r\n' % b)
+    append_to_log(root, sid, b'{"id":999999,"completed_at":"2026-01-02T03:04:05.000000Z"}\n')  # no such message
+    append_to_log(root, sid, b'{"completed_at":"2026-01-02T03:04:05.000000Z","id":%d}\n' % a)
     with caplog.at_level(logging.WARNING, logger="koda_files"):
         for s in (fstore, FileStore(root)):
             stamps = [m.completed_at for m in s.load_context(sid)]
@@ -423,9 +422,8 @@ def test_a_hand_written_annotation_is_honoured(fstore: FileStore, root: Path, ca
 def test_the_first_completion_wins(fstore: FileStore, root: Path) -> None:
     sid = fstore.create_session("main", ".")
     a = fstore.insert_message(sid, Role.USER, "q")
-    with open(messages_path(root, sid), "ab") as f:
-        f.write(b'{"id":%d,"completed_at":"2026-01-01T00:00:00.000000Z"}\n' % a)
-        f.write(b'{"id":%d,"completed_at":"2027-01-01T00:00:00.000000Z"}\n' % a)
+    append_to_log(root, sid, b'{"id":%d,"completed_at":"2026-01-01T00:00:00.000000Z"}\n' % a)
+    append_to_log(root, sid, b'{"id":%d,"completed_at":"2027-01-01T00:00:00.000000Z"}\n' % a)
     assert fstore.load_all_messages(sid)[0].completed_at == "2026-01-01T00:00:00.000000Z"
     fstore.compact_session(sid, "s", 0)
     assert FileStore(root).load_all_messages(sid)[0].completed_at == "2026-01-01T00:00:00.000000Z"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import messages_path, sessions_dir, tool_calls_json
+from _helpers import append_to_log, messages_path, sessions_dir, tool_calls_json
 
 from koda_files import FileStore, Role, TokenUsage
 
@@ -59,8 +59,7 @@ def store(tmp_path: Path) -> FileStore:
     store.insert_message(b, Role.ASSISTANT, "", "grep(pattern) -- not JSON", usage=TokenUsage(7, 1))
     both = json.dumps([json.loads(tool_calls_json("c2"))[0], {"id": "c3", "function": {"name": "grep"}}])
     store.insert_message(b, Role.ASSISTANT, None, both, usage=TokenUsage(9, 2))
-    with open(messages_path(store.root, b), "ab") as f:
-        f.write(b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
+    append_to_log(store.root, b, b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
     store.insert_message(b, Role.ASSISTANT, "after the broken line")
     store.create_session("empty", tmp_path / "other")
     # A session compacted by the first layout: its archived lines carry their own compacted_at.

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from koda_files import Message, Role
+from koda_files import FileStore, Message, Role
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
 
@@ -50,6 +50,18 @@ def todo_path(root: Path, sid: str) -> Path:
 def quarantine_path(root: Path, sid: str) -> Path:
     """Where `check --repair` moves the lines it cannot read."""
     return session_dir(root, sid) / "quarantine.jsonl"
+
+
+def healthy_and_to_damage(root: Path) -> tuple[FileStore, str, str]:
+    """(store, sid, good): a healthy session holding "the healthy one" and a session `sid` holding
+    user messages "one", "two", "three", for a test to damage and then check that `good` is unharmed."""
+    store = FileStore(root)
+    good = store.create_session("main", ".")
+    store.insert_message(good, Role.USER, "the healthy one")
+    sid = store.create_session("main", ".")
+    for text in ("one", "two", "three"):
+        store.insert_message(sid, Role.USER, text)
+    return store, sid, good
 
 
 def append_to_log(root: Path, sid: str, data: bytes) -> None:

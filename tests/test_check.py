@@ -9,19 +9,14 @@ import time
 from pathlib import Path
 
 from _fault_helpers import fork_child, scaled
-from _helpers import messages_path, metadata_path, quarantine_path, sessions_dir
+from _helpers import healthy_and_to_damage, messages_path, metadata_path, quarantine_path, sessions_dir
 
 from koda_files import FileStore, Role
 from koda_files._check import CheckReport
 
 
 def _damaged(root: Path) -> tuple[FileStore, str, str, bytes]:
-    store = FileStore(root)
-    good = store.create_session("main", ".")
-    store.insert_message(good, Role.USER, "fine")
-    sid = store.create_session("main", ".")
-    for t in ("one", "two", "three"):
-        store.insert_message(sid, Role.USER, t)
+    store, sid, good = healthy_and_to_damage(root)
     path = messages_path(root, sid)
     lines = path.read_bytes().split(b"\n")[:-1]
     crlf_good = lines[2] + b"\r"

@@ -9,18 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import messages_path, metadata_path
+from _helpers import healthy_and_to_damage, messages_path, metadata_path
 
 from koda_files import FileStore, KodaFilesError, Role
 
 
 def _two_sessions(root: Path) -> tuple[FileStore, str, str, Path]:
-    store = FileStore(root)
-    good = store.create_session("main", ".")
-    store.insert_message(good, Role.USER, "the healthy one")
-    sid = store.create_session("main", ".")
-    for text in ("one", "two", "three"):
-        store.insert_message(sid, Role.USER, text)
+    store, sid, good = healthy_and_to_damage(root)
     return store, sid, good, messages_path(root, sid)
 
 

@@ -25,6 +25,18 @@ def complete_assistant(store: FileStore, sid: str, content: str | None, tool_cal
     return mid
 
 
+def source_and_target(store: FileStore, tmp_path: Path, *turns: str) -> tuple[str, str]:
+    """Two sessions of one project; the first holds `turns` as user, completed assistant, user, ... messages."""
+    src = store.create_session("default", tmp_path)
+    dst = store.create_session("default", tmp_path)
+    for i, text in enumerate(turns):
+        if i % 2:
+            complete_assistant(store, src, text)
+        else:
+            store.insert_message(src, Role.USER, text)
+    return src, dst
+
+
 # ── thinking_content ──
 
 
@@ -138,12 +150,7 @@ def test_copy_messages_empty_is_noop(store: FileStore, tmp_path: Path) -> None:
 
 
 def test_copy_messages_preserves_roles_and_order(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "first")
-    complete_assistant(store, src, "second")
-    store.insert_message(src, Role.USER, "third")
-    complete_assistant(store, src, "fourth")
+    src, dst = source_and_target(store, tmp_path, "first", "second", "third", "fourth")
     history = store.load_context(src)
     assert len(history) == 4
     store.copy_messages_into_session(dst, history)
@@ -156,22 +163,15 @@ def test_copy_messages_preserves_roles_and_order(store: FileStore, tmp_path: Pat
 
 
 def test_copy_messages_assistant_rows_are_born_complete(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q1")
-    complete_assistant(store, src, "a1")
-    store.insert_message(src, Role.USER, "q2")
-    complete_assistant(store, src, "a2")
+    src, dst = source_and_target(store, tmp_path, "q1", "a1", "q2", "a2")
     store.copy_messages_into_session(dst, store.load_context(src))
     loaded = FileStore(store.root).load_all_messages(dst)
     assert [m.completed_at is not None for m in loaded] == [False, True, False, True]
 
 
 def test_copy_messages_preserves_tool_call_wiring(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
+    src, dst = source_and_target(store, tmp_path, "read foo.txt")
     calls = '[{"id":"tc_1","function":{"name":"Read","arguments":"{}"}}]'
-    store.insert_message(src, Role.USER, "read foo.txt")
     complete_assistant(store, src, None, calls)
     store.insert_tool_message_with_full(src, "file contents", "tc_1", "the whole file")
     store.update_message_thinking_content(store.load_all_messages(src)[1].id, "reading first")
@@ -183,10 +183,7 @@ def test_copy_messages_preserves_tool_call_wiring(store: FileStore, tmp_path: Pa
 
 
 def test_copy_messages_does_not_touch_source_session(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "hello")
-    complete_assistant(store, src, "world")
+    src, dst = source_and_target(store, tmp_path, "hello", "world")
     raw = messages_path(store.root, src).read_bytes()
     store.copy_messages_into_session(dst, store.load_context(src))
     assert messages_path(store.root, src).read_bytes() == raw
@@ -195,9 +192,7 @@ def test_copy_messages_does_not_touch_source_session(store: FileStore, tmp_path:
 def test_copy_messages_does_not_copy_usage(store: FileStore, tmp_path: Path) -> None:
     from koda_files import TokenUsage
 
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q")
+    src, dst = source_and_target(store, tmp_path, "q")
     mid = store.insert_message_with_agent(src, Role.ASSISTANT, "a", None, None, TokenUsage(100, 50), "sub")
     store.mark_message_complete(mid)
     store.copy_messages_into_session(dst, store.load_context(src))
@@ -206,9 +201,7 @@ def test_copy_messages_does_not_copy_usage(store: FileStore, tmp_path: Path) -> 
 
 
 def test_copy_messages_is_one_write_and_refuses_bad_input(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q")
+    src, dst = source_and_target(store, tmp_path, "q")
     history = store.load_all_messages(src)
     before = messages_path(store.root, dst).read_bytes()
     with pytest.raises(TypeError, match=r"messages\[1\]"):
@@ -374,10 +367,7 @@ def test_protocols_cover_the_new_methods(root: Path) -> None:
 
 def test_copy_messages_into_a_session_already_read(store: FileStore, tmp_path: Path) -> None:
     """The batch is one write of several lines: a store with the log cached reads every one."""
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "a")
-    complete_assistant(store, src, "b")
+    src, dst = source_and_target(store, tmp_path, "a", "b")
     store.insert_message(dst, Role.USER, "before")
     assert len(store.load_context(dst)) == 1  # warm
     store.copy_messages_into_session(dst, store.load_context(src))

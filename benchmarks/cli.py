@@ -98,7 +98,7 @@ def main() -> int:
         start = time.perf_counter()
         size = build(root, args.gb)
         print(f"store: {SESSIONS} sessions, {SESSIONS * MESSAGES} messages, {size / 1e9:.2f} GB of logs "
-              f"(built in {time.perf_counter() - start:.0f} s)")  # fmt: skip
+              f"(built in {time.perf_counter() - start:.0f} s)")
         env = dict(os.environ, KODA_FILES_DIR=str(root), PAGER="")
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as on a user's machine
         cmd = [SCRIPT, "--json", "search", NEEDLE, "--all", "--tools"]
@@ -129,7 +129,7 @@ def main() -> int:
             api.append(time.perf_counter() - start)
         print(f"sessions --all ({len(rows)} sessions, {sum(r.message_count for r in rows)} messages): "
               f"command {t_list * 1000:.0f} ms (python -c pass: {t_bare * 1000:.0f} ms), "
-              f"session_overviews() {min(api) * 1000:.1f} ms (target: well under 100 ms)")  # fmt: skip
+              f"session_overviews() {min(api) * 1000:.1f} ms (target: well under 100 ms)")
         helps = []
         for _ in range(15):
             start = time.perf_counter()

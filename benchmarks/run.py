@@ -4,7 +4,7 @@
     python benchmarks/run.py [--scale F] [--repeat N] [--json PATH] [--big] [--sessions N ...] [--messages N ...]
                              [--history]
 
-Every workload of issue 4 runs against both stores in the same process, repetitions
+Every workload runs against both stores in the same process, repetitions
 interleaved (files, sqlite, sqlite, files, ...) so that machine noise hits both alike. For each
 workload it prints the median of the file store, the median of SQLite, the ratio SQLite / files
 (above 1: the files are faster) and, where there is an obvious one, the raw floor (the same
@@ -123,7 +123,7 @@ _SNIPPETS = (
     'error[E0502]: cannot borrow `self.sessions` as mutable because it is also borrowed as immutable\n',
     'test db::tests::compact_preserves_tail ... FAILED\nthread \'main\' panicked at "assertion failed"\n',
     'C:\\Users\\dev\\koda\\src\\main.rs:42:17 — “smart quotes”, émojis 🚀 and a tab\there\n',
-)  # fmt: skip
+)
 _TOOLS = (
     ("read_file", '{"path": "src/db.rs", "start_line": 120, "end_line": 220}'),
     ("bash", '{"command": "cargo test -p koda-core --lib db::tests -- --nocapture", "timeout": 120}'),
@@ -762,7 +762,7 @@ class Bench:
         return self.add(r)
 
     def long_history(self) -> None:
-        """The issue's workloads on a compacted session with a long archived history."""
+        """The workloads on a compacted session with a long archived history."""
         archived = self.n(2_000, 100)
         locs, sids = self.history(archived, 210, seed=7)
         label = f"{archived} archived + 210 active"
@@ -811,7 +811,7 @@ class Bench:
             entry: dict[str, Any] = {
                 "compact_small_s": c_small, "compact_big_s": c_big, "compact_big_over_small": c_big / c_small,
                 "load_small_s": l_small, "load_big_s": l_big, "load_big_over_small": l_big / l_small,
-            }  # fmt: skip
+            }
             if kind == "files" and copies:
                 copy = statistics.median(copies)
                 # paired: each compaction less the copy timed right after it, on the same file

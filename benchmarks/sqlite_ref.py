@@ -13,8 +13,8 @@ the same result types:
   write call, ``load_context`` selects the active rows by id and then runs the same three
   sanitising passes in Python as the file store does.
 
-Where issue 2 fixes koda's behaviour, this follows issue 2 (so both stores give the same
-answers):
+Where the file store's contract (README) fixes koda's behaviour, this follows the contract (so
+both stores give the same answers):
 
 * ``compact_session`` puts the summary and the continuation hint *before* the preserved tail.
   Conversation order is id order here, so the tail rows are moved behind the hint (re-inserted
@@ -30,12 +30,12 @@ answers):
 * ``last_user_message`` / ``last_assistant_message`` steer the planner to the ``session_id``
   index (koda's literal query makes SQLite scan the ``(role, id DESC)`` index across all
   sessions, milliseconds for any session but the newest).
-* ``get_session_idle_secs`` (issue 6: an access is an insert or a ``load_context``) takes the
+* ``get_session_idle_secs`` (an access is an insert or a ``load_context``) takes the
   later of ``sessions.last_accessed_at``, which ``load_context`` sets (one small write), and the
   ``created_at`` of the session's newest message, so ``insert_message`` stays one ``INSERT``
   (koda runs a second ``UPDATE sessions SET last_accessed_at`` per insert).
 * ``mark_message_complete`` keeps the first ``completed_at`` (as the file store does).
-* ``load_context`` keeps issue 2's passes; like the file store it does not hide assistant
+* ``load_context`` keeps the README's three sanitising passes; like the file store it does not hide assistant
   messages that were never marked complete (newer koda filters them in SQL).
 
 The schema is koda's, with the columns koda's newer contract added (``sessions.title``,
@@ -323,13 +323,13 @@ class SqliteStore:
             params: tuple[object, ...] = (
                 session_id, r.value, content, tool_calls, tool_call_id,
                 None, None, None, None, None, agent_name, _now(),
-            )  # fmt: skip
+            )
         elif isinstance(usage, TokenUsage):
             params = (
                 session_id, r.value, content, tool_calls, tool_call_id,
                 usage.prompt_tokens, usage.completion_tokens, usage.cache_read_tokens,
                 usage.cache_creation_tokens, usage.thinking_tokens, agent_name, _now(),
-            )  # fmt: skip
+            )
         else:
             raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
         try:
@@ -565,7 +565,7 @@ class SqliteStore:
     def set_todo(self, session_id: str, content: str) -> None:
         self.set_metadata(session_id, "todo", content)
 
-    # ── resume state (koda's newer contract, issue 6) ───────────────────────
+    # ── resume state (koda's newer contract) ───────────────────────
 
     def _set_session_column(self, session_id: str, column: str, value: str) -> None:
         _check_id(session_id)

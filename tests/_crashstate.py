@@ -139,7 +139,7 @@ class Recording:
 
 _PATCHED = ("open", "write", "pwrite", "ftruncate", "fsync", "fdatasync", "replace", "rename", "link",
             "mkdir", "rmdir", "unlink", "remove", "close", "utime", "chmod", "fchmod",
-            "copy_file_range")  # fmt: skip
+            "copy_file_range")
 
 
 class Recorder:
@@ -337,7 +337,7 @@ class Recorder:
             "rmdir": self._remover("rmdir"), "unlink": self._remover("unlink"), "remove": self._remover("remove"),
             "close": self._close, "utime": self._meta("utime"), "chmod": self._meta("chmod"),
             "fchmod": self._meta("fchmod"), "copy_file_range": self._copy_file_range,
-        }  # fmt: skip
+        }
         assert set(wrappers) == set(_PATCHED)
         self._real = {name: getattr(os, name) for name in _PATCHED}
         for name, wrapper in wrappers.items():

@@ -14,19 +14,25 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
-from koda_files import Message, Role
+from koda_files import FileStore, Message, Role
 
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|\+00:00)$")
 
 
+# The on-disk layout the README documents, spelled once: tests check the files by these names
+# rather than through the store, so that a renamed file fails the tests instead of following them.
+
+
 def sessions_dir(root: Path) -> Path:
+    """`<root>/sessions`, the directory holding one directory per session."""
     return root / "sessions"
 
 
 def session_dir(root: Path, sid: str) -> Path:
-    return root / "sessions" / sid
+    return sessions_dir(root) / sid
 
 
 def messages_path(root: Path, sid: str) -> Path:
@@ -39,6 +45,34 @@ def metadata_path(root: Path, sid: str) -> Path:
 
 def todo_path(root: Path, sid: str) -> Path:
     return session_dir(root, sid) / "todo.md"
+
+
+def quarantine_path(root: Path, sid: str) -> Path:
+    """Where `check --repair` moves the lines it cannot read."""
+    return session_dir(root, sid) / "quarantine.jsonl"
+
+
+def healthy_and_to_damage(root: Path) -> tuple[FileStore, str, str]:
+    """(store, sid, good): a healthy session holding "the healthy one" and a session `sid` holding
+    user messages "one", "two", "three", for a test to damage and then check that `good` is unharmed."""
+    store = FileStore(root)
+    good = store.create_session("main", ".")
+    store.insert_message(good, Role.USER, "the healthy one")
+    sid = store.create_session("main", ".")
+    for text in ("one", "two", "three"):
+        store.insert_message(sid, Role.USER, text)
+    return store, sid, good
+
+
+def append_to_log(root: Path, sid: str, data: bytes) -> None:
+    """Append bytes to a session's `messages.jsonl` as a person or a dying writer would: no newline added."""
+    with open(messages_path(root, sid), "ab") as f:
+        f.write(data)
+
+
+def append_line(root: Path, sid: str, record: dict[str, Any] | bytes) -> None:
+    """Append one line by hand: a record serialised with orjson (or bytes as they are), then `\\n`."""
+    append_to_log(root, sid, (record if isinstance(record, bytes) else orjson.dumps(record)) + b"\n")
 
 
 def raw_lines(path: Path) -> list[bytes]:

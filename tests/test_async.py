@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import tool_calls_json
+from _helpers import todo_path, tool_calls_json
 
 from koda_files import (
     AsyncFileStore,
@@ -190,7 +190,7 @@ def test_delete_todo_removes_the_file_once_sync_and_async(root: Path) -> None:
     store = FileStore(root)
     sid = store.create_session("main", "/p")
     store.set_todo(sid, "- [ ] a\n")
-    todo = root / "sessions" / sid / "todo.md"
+    todo = todo_path(root, sid)
     assert store.delete_todo(sid) is True and not todo.exists() and store.get_todo(sid) is None
     assert store.delete_todo(sid) is False
     astore = AsyncFileStore(root)

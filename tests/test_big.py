@@ -1,7 +1,7 @@
-"""Issue 3, items 7 and 8: big and odd data, many sessions, and a wall clock that jumps backwards.
+"""Big and odd data, many sessions, and a wall clock that jumps backwards.
 
 Default sizes are small but cross the same chunk boundaries (1 MiB reads, 4 MiB log chunks);
-KODA_FILES_STRESS=1 runs the issue's full sizes (100 MB, 10,000 sessions, a million messages).
+KODA_FILES_STRESS=1 runs the full sizes (100 MB, 10,000 sessions, a million messages).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from _fault_helpers import scaled
+from _helpers import messages_path, metadata_path, session_dir, sessions_dir
 
 from koda_files import FileStore, Role
 from koda_files import _layout as layout
@@ -44,7 +45,7 @@ def test_every_control_character_round_trips_one_record_per_line(tmp_path: Path)
     values = [f"a{c}b" for c in odd] + ["".join(odd)]
     for v in values:
         store.insert_message(sid, Role.TOOL, v, v, v)
-    path = tmp_path / "root" / "sessions" / sid / "messages.jsonl"
+    path = messages_path(tmp_path / "root", sid)
     raw = path.read_bytes()
     assert raw.count(b"\n") == len(values), "a character split a record over two lines"
     assert [json.loads(line)["content"] for line in raw.splitlines()] == values
@@ -60,9 +61,9 @@ def test_many_sessions_and_messages_list_and_purge(tmp_path: Path) -> None:
     sids = [store.create_session("main", ".") for _ in range(3)]
     for i in range(n_sessions - 3):  # the rest by hand, as the README documents the format
         sid = f"imported-{i:06d}"
-        (root / "sessions" / sid).mkdir()
+        session_dir(root, sid).mkdir()
         header = {"agent_name": "main", "created_at": f"2020-01-01T00:00:00.{i:06d}Z", "id": sid, "metadata": {}}
-        (root / "sessions" / sid / "metadata.json").write_text(json.dumps(header))
+        metadata_path(root, sid).write_text(json.dumps(header))
         sids.append(sid)
     # Bulk-write the logs by hand in the documented format (fast), archived and active lines mixed.
     next_id = 1
@@ -74,7 +75,7 @@ def test_many_sessions_and_messages_list_and_purge(tmp_path: Path) -> None:
                 rec["compacted_at"] = "2000-01-01T00:00:00.000000Z"
             lines.append(json.dumps(rec))
             next_id += 1
-        (root / "sessions" / sid / "messages.jsonl").write_text("\n".join(lines) + "\n")
+        messages_path(root, sid).write_text("\n".join(lines) + "\n")
     fresh = FileStore(root)
     infos = fresh.list_sessions(n_sessions + 10, ".")
     assert len(infos) == n_sessions and {i.id for i in infos} == set(sids)
@@ -106,4 +107,4 @@ def test_wall_clock_jumping_backwards_keeps_ids_and_order(
     assert [m.content for m in msgs] == [f"m{i}" for i in range(12)], "order followed the clock"
     assert [m.created_at for m in msgs] == sorted((m.created_at or "" for m in msgs), reverse=True)
     assert store.last_user_message(sids[0]) == "m10" and store.last_assistant_message(sids[0]) == "m11"
-    assert os.listdir(tmp_path / "root" / "sessions")
+    assert os.listdir(sessions_dir(tmp_path / "root"))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _helpers import messages_path, metadata_path, session_dir
 
 from koda_files import FileStore, Role, TokenUsage
 
@@ -62,10 +63,6 @@ def _session(store: FileStore) -> str:
     return sid
 
 
-def _log(root: Path, sid: str) -> Path:
-    return root / "sessions" / sid / "messages.jsonl"
-
-
 def _later_tick() -> None:
     # A person's edit lands on a later tick of the file system clock than the store's write.
     time.sleep(0.05)
@@ -73,7 +70,7 @@ def _later_tick() -> None:
 
 def edit_in_place_same_size(root: Path, sid: str) -> None:
     _later_tick()
-    path = _log(root, sid)
+    path = messages_path(root, sid)
     data = path.read_bytes()
     assert b"last question" in data
     with open(path, "r+b") as f:
@@ -81,7 +78,7 @@ def edit_in_place_same_size(root: Path, sid: str) -> None:
 
 
 def edit_in_place_new_size(root: Path, sid: str) -> None:
-    path = _log(root, sid)
+    path = messages_path(root, sid)
     lines = path.read_bytes().splitlines(keepends=True)
     record = json.loads(lines[-1])
     record["content"] = "an edited and longer question"
@@ -92,14 +89,14 @@ def edit_in_place_new_size(root: Path, sid: str) -> None:
 
 
 def truncate_last_line(root: Path, sid: str) -> None:
-    path = _log(root, sid)
+    path = messages_path(root, sid)
     lines = path.read_bytes().splitlines(keepends=True)
     with open(path, "r+b") as f:
         f.truncate(sum(len(line) for line in lines[:-2]))
 
 
 def replace_by_rename(root: Path, sid: str) -> None:
-    path = _log(root, sid)
+    path = messages_path(root, sid)
     lines = path.read_bytes().splitlines(keepends=True)
     kept = [line for line in lines if b'"role":"tool"' not in line and b"third" not in line]
     tmp = path.with_name("edited.tmp")
@@ -108,11 +105,11 @@ def replace_by_rename(root: Path, sid: str) -> None:
 
 
 def rm_rf_session(root: Path, sid: str) -> None:
-    shutil.rmtree(root / "sessions" / sid)
+    shutil.rmtree(session_dir(root, sid))
 
 
 def copy_in_a_session(root: Path, sid: str) -> None:
-    shutil.copytree(root / "sessions" / sid, root / "sessions" / "copied-in-by-hand")
+    shutil.copytree(session_dir(root, sid), session_dir(root, "copied-in-by-hand"))
 
 
 def corrupt_the_index(root: Path, sid: str) -> None:
@@ -126,7 +123,7 @@ def delete_the_index(root: Path, sid: str) -> None:
 
 
 def edit_metadata_by_hand(root: Path, sid: str) -> None:
-    path = root / "sessions" / sid / "metadata.json"
+    path = metadata_path(root, sid)
     header = json.loads(path.read_text())
     header["agent_name"] = "renamed-by-hand"
     path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
@@ -189,7 +186,7 @@ def test_an_append_after_a_hand_change_lands_after_what_is_there(tmp_path: Path,
     warm.load_all_messages(sid)
     EDITS[edit](root, sid)
     new_id = warm.insert_message(sid, Role.USER, "after the edit")
-    on_disk = [json.loads(line) for line in _log(root, sid).read_bytes().splitlines()]
+    on_disk = [json.loads(line) for line in messages_path(root, sid).read_bytes().splitlines()]
     assert on_disk[-1]["id"] == new_id and on_disk[-1]["content"] == "after the edit"
     assert new_id > max(r["id"] for r in on_disk[:-1])
     assert warm.load_all_messages(sid) == FileStore(root).load_all_messages(sid)

@@ -9,19 +9,14 @@ import time
 from pathlib import Path
 
 from _fault_helpers import fork_child, scaled
+from _helpers import healthy_and_to_damage, messages_path, metadata_path, quarantine_path, sessions_dir
 
 from koda_files import CheckReport, FileStore, Role
-from koda_files._check import QUARANTINE
 
 
 def _damaged(root: Path) -> tuple[FileStore, str, str, bytes]:
-    store = FileStore(root)
-    good = store.create_session("main", ".")
-    store.insert_message(good, Role.USER, "fine")
-    sid = store.create_session("main", ".")
-    for t in ("one", "two", "three"):
-        store.insert_message(sid, Role.USER, t)
-    path = root / "sessions" / sid / "messages.jsonl"
+    store, sid, good = healthy_and_to_damage(root)
+    path = messages_path(root, sid)
     lines = path.read_bytes().split(b"\n")[:-1]
     crlf_good = lines[2] + b"\r"
     damaged = b"\n".join([lines[0], b"{not json", lines[1], b'{"id":5}', b"\xff\xfe binary", crlf_good]) + b"\n"
@@ -37,16 +32,16 @@ def _kinds(report: CheckReport) -> list[tuple[str, int | None, bool]]:
 def test_check_reports_each_problem_with_file_and_line(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store, sid, good, _ = _damaged(root)
-    sessions = root / "sessions"
+    sessions = sessions_dir(root)
     (sessions / sid / ".messages.jsonl.abc123.tmp").write_bytes(b"half")
     (sessions / ".new-0000").mkdir()
     (sessions / ".deleted-x-1234").mkdir()
     (sessions / "stray-file").write_text("x")
     (sessions / "bad name").mkdir()
     third = store.create_session("main", ".")
-    (sessions / third / "metadata.json").write_text("{oops")
+    metadata_path(root, third).write_text("{oops")
     fourth = store.create_session("main", ".")
-    (sessions / fourth / "messages.jsonl").unlink()
+    messages_path(root, fourth).unlink()
     before = {p: p.read_bytes() for p in sessions.rglob("*") if p.is_file() and p.name != ".lock"}
 
     report = store.check()
@@ -74,14 +69,14 @@ def test_check_reports_each_problem_with_file_and_line(tmp_path: Path) -> None:
 def test_repair_quarantines_bad_lines_and_keeps_good_ones_byte_for_byte(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store, sid, _, damaged = _damaged(root)
-    path = root / "sessions" / sid / "messages.jsonl"
+    path = messages_path(root, sid)
     raw = damaged.split(b"\n")
     report = store.check(repair=True)
     assert report.ok and _kinds(report) == [
         ("bad-line", 2, True), ("bad-line", 4, True), ("bad-line", 5, True), ("torn-tail", 7, True),
-    ]  # fmt: skip
+    ]
     assert path.read_bytes() == raw[0] + b"\n" + raw[2] + b"\n" + raw[5] + b"\n", "a good line was touched"
-    quarantined = [json.loads(x) for x in (root / "sessions" / sid / QUARANTINE).read_bytes().splitlines()]
+    quarantined = [json.loads(x) for x in quarantine_path(root, sid).read_bytes().splitlines()]
     assert [q["line"] for q in quarantined] == [2, 4, 5, 7]
     assert quarantined[0]["text"] == "{not json" and quarantined[1]["text"] == '{"id":5}'
     assert base64.b64decode(quarantined[2]["base64"]) == b"\xff\xfe binary"
@@ -92,7 +87,7 @@ def test_repair_quarantines_bad_lines_and_keeps_good_ones_byte_for_byte(tmp_path
     with path.open("ab") as f:
         f.write(b"another bad line\n")
     store.check(repair=True)
-    assert len((root / "sessions" / sid / QUARANTINE).read_bytes().splitlines()) == 5
+    assert len(quarantine_path(root, sid).read_bytes().splitlines()) == 5
     store.insert_message(sid, Role.USER, "four")
     assert [m.content for m in store.load_all_messages(sid)][-1] == "four"
 
@@ -101,18 +96,18 @@ def test_repair_adds_the_newline_a_whole_last_record_lacks(tmp_path: Path) -> No
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.USER, "one")
-    path = tmp_path / "root" / "sessions" / sid / "messages.jsonl"
+    path = messages_path(tmp_path / "root", sid)
     path.write_bytes(path.read_bytes() + b'{"id":50,"role":"user","content":"typed by hand"}')
     assert _kinds(store.check()) == [("torn-tail", 2, False)]
     assert _kinds(store.check(repair=True)) == [("torn-tail", 2, True)]
     assert [m.content for m in store.load_all_messages(sid)] == ["one", "typed by hand"]
-    assert not (tmp_path / "root" / "sessions" / sid / QUARANTINE).exists()
+    assert not quarantine_path(tmp_path / "root", sid).exists()
 
 
 def test_repair_cleans_crash_leftovers_but_not_recent_staging(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", ".")
-    sessions = tmp_path / "root" / "sessions"
+    sessions = sessions_dir(tmp_path / "root")
     tmp_file = sessions / sid / ".todo.md.0123.tmp"
     tmp_file.write_text("partial")
     old_new, recent_new, deleted = sessions / ".new-old", sessions / ".new-recent", sessions / ".deleted-x"
@@ -136,7 +131,7 @@ def test_repair_under_racing_appends_loses_nothing(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store = FileStore(root)
     sid = store.create_session("main", ".")
-    path = root / "sessions" / sid / "messages.jsonl"
+    path = messages_path(root, sid)
     n = scaled(300, 3000)
 
     def writer(_fd: int) -> None:
@@ -156,4 +151,4 @@ def test_repair_under_racing_appends_loses_nothing(tmp_path: Path) -> None:
     store.check(repair=True)
     contents = [m.content for m in store.load_all_messages(sid)]
     assert contents == [f"w{i}" for i in range(n)], "repair lost or reordered an append"
-    assert len((root / "sessions" / sid / QUARANTINE).read_bytes().splitlines()) == bad
+    assert len(quarantine_path(root, sid).read_bytes().splitlines()) == bad

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from _cli import COMMANDS, SCRIPT, Cli, run_on_terminal
-from _helpers import snapshot
+from _helpers import append_to_log, session_dir, snapshot, todo_path
 
 from koda_files import FileStore, Role
 
@@ -40,7 +40,7 @@ def test_version_and_path_through_the_installed_script(cli: Cli) -> None:
     assert cli.ok("path", "--root", str(other)).strip() == str(other)  # global options after the command too
 
 
-def test_sessions(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_sessions_lists_newest_first_with_all_limit_and_project_filters(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     rows = cli.json("sessions")
     assert [r["id"] for r in rows] == [a]
@@ -71,7 +71,9 @@ def test_sessions_show_the_title_and_mode(cli: Cli, sessions: tuple[str, str]) -
     assert "other project" in table  # no title set: the first user message
 
 
-def test_show(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_show_hides_archived_messages_unless_all_and_accepts_a_unique_prefix(
+    cli: Cli, sessions: tuple[str, str],
+) -> None:
     a, b = sessions
     text = cli.ok("show", a)
     assert "── summary" in text and "They asked about files." in text and "compaction note" in text
@@ -103,7 +105,7 @@ def test_session_prefixes_unknown_and_ambiguous(cli: Cli, sessions: tuple[str, s
     assert cli.json("usage", a[: len(common) + 1])["session_id"] == a
 
 
-def test_usage(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_usage_totals_tokens_and_splits_them_by_agent(cli: Cli, sessions: tuple[str, str]) -> None:
     a, _ = sessions
     data = cli.json("usage", a)
     assert data["total"]["prompt_tokens"] == 150 and data["total"]["api_calls"] == 2
@@ -112,7 +114,7 @@ def test_usage(cli: Cli, sessions: tuple[str, str]) -> None:
     assert "total" in text and "sub" in text and "150" in text
 
 
-def test_todo(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_todo_prints_and_sets_from_an_option_a_file_or_stdin(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     assert cli.ok("todo", a) == "- [ ] tests\n"
     assert cli.json("todo", b) == {"session_id": b, "todo": None}
@@ -137,12 +139,12 @@ def test_todo_edit_runs_the_editor_on_todo_md(cli: Cli, sessions: tuple[str, str
     cli.ok("todo", a, "--edit", EDITOR=f"{sys.executable} {editor}", VISUAL="")
     assert FileStore(cli.root).get_todo(a) == "- [ ] tests\n- [ ] added by the editor\n"
     cli.ok("todo", b, "--edit", VISUAL=f"{sys.executable} {editor}")  # a session without todo.md yet
-    path = cli.root / "sessions" / b / "todo.md"
+    path = todo_path(cli.root, b)
     assert path.read_text() == "- [ ] added by the editor\n" and oct(path.stat().st_mode & 0o777) == "0o600"
     assert "exited with status 3" in cli.fails(1, "todo", a, "--edit", EDITOR=f"{sys.executable} -c 'exit(3)'")
 
 
-def test_compact(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_compact_archives_all_but_keep_and_requires_a_summary(cli: Cli, sessions: tuple[str, str]) -> None:
     _, b = sessions
     store = FileStore(cli.root)
     for i in range(5):
@@ -155,18 +157,18 @@ def test_compact(cli: Cli, sessions: tuple[str, str]) -> None:
     assert cli.run("compact", b, "--summary", "x", "--keep", "-1").returncode == 2
 
 
-def test_delete(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_delete_needs_yes_off_a_terminal_and_removes_the_session_directory(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     assert "--yes" in cli.fails(2, "delete", b)  # stdin is not a terminal: never deletes unasked
-    assert (cli.root / "sessions" / b).is_dir()
+    assert session_dir(cli.root, b).is_dir()
     assert cli.json("delete", b, "--yes") == {"session_id": b, "deleted": True}
-    assert not (cli.root / "sessions" / b).exists()
+    assert not session_dir(cli.root, b).exists()
     cli.ok("delete", a[:12], "--yes", script=True)
-    assert not (cli.root / "sessions" / a).exists()
+    assert not session_dir(cli.root, a).exists()
     cli.fails(1, "delete", a, "--yes")
 
 
-def test_stats(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_stats_counts_sessions_messages_and_archived_messages(cli: Cli, sessions: tuple[str, str]) -> None:
     data = cli.json("stats")
     assert (data["sessions"], data["messages"], data["archived_messages"]) == (2, 8, 4)
     assert data["bytes_on_disk"] > 0
@@ -174,7 +176,7 @@ def test_stats(cli: Cli, sessions: tuple[str, str]) -> None:
     assert "sessions" in cli.ok("stats", script=True)
 
 
-def test_purge(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_purge_dry_run_and_unconfirmed_purge_change_nothing(cli: Cli, sessions: tuple[str, str]) -> None:
     a, _ = sessions
     before = snapshot(cli.root)
     dry = cli.json("purge", "--older-than", "0", "--dry-run")
@@ -188,13 +190,12 @@ def test_purge(cli: Cli, sessions: tuple[str, str]) -> None:
     assert cli.run("purge").returncode == 2
 
 
-def test_check(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_check_exits_1_naming_the_session_with_a_bad_line(cli: Cli, sessions: tuple[str, str]) -> None:
     a, _ = sessions
     data = cli.json("check")
     assert data["ok"] is True and data["sessions"] == 2 and data["problems"] == []
     assert "ok" in cli.ok("check", script=True)
-    with open(cli.root / "sessions" / a / "messages.jsonl", "ab") as f:
-        f.write(b"this is not json\n")
+    append_to_log(cli.root, a, b"this is not json\n")
     r = cli.run("--json", "check")
     assert r.returncode == 1
     report = json.loads(r.stdout)

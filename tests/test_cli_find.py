@@ -7,16 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from _cli import Cli, env_for, run_on_terminal
-from _helpers import tool_calls_json
+from _helpers import append_to_log, messages_path, tool_calls_json
 
 from koda_files import FileStore, Role
-
-
-def _log(cli: Cli, sid: str) -> Path:
-    return cli.root / "sessions" / sid / "messages.jsonl"
 
 
 def _two_sessions(cli: Cli) -> tuple[str, str]:
@@ -27,9 +22,8 @@ def _two_sessions(cli: Cli) -> tuple[str, str]:
     store.insert_message(old, Role.ASSISTANT, "Looking.", tool_calls_json("c1"))
     store.insert_message(old, Role.TOOL, "a.py: needle = 1", tool_call_id="c1")
     store.compact_session(old, "Found the needle in a.py.", 0)
-    with open(_log(cli, old), "ab") as f:
-        f.write(b'{"id":900,"role":"user","content":"caf\\u00e9 needle \\"quoted\\""}\n')
-        f.write(b'{"id": 901, "role": "user", "content": "needle in a broken line\n')
+    append_to_log(cli.root, old, b'{"id":900,"role":"user","content":"caf\\u00e9 needle \\"quoted\\""}\n')
+    append_to_log(cli.root, old, b'{"id": 901, "role": "user", "content": "needle in a broken line\n')
     store.insert_message(old, Role.ASSISTANT, "no match here")
     time.sleep(0.02)
     new = store.create_session("helper", cli.tmp_path / "elsewhere")
@@ -116,7 +110,7 @@ def test_sessions_show_last_activity_and_sort(cli: Cli) -> None:
 def test_sessions_answer_from_the_index_without_reading_logs(cli: Cli) -> None:
     old, _ = _two_sessions(cli)
     before = {r["id"]: r for r in cli.json("sessions", "--all")}  # builds the index
-    log = _log(cli, old)
+    log = messages_path(cli.root, old)
     st = log.stat()
     with open(log, "r+b") as f:  # same inode, size and mtime: only a reader of the log would notice
         f.write(b"x" * st.st_size)
@@ -140,7 +134,7 @@ def test_stats_count_only_the_stores_own_files(cli: Cli) -> None:
 
 def _older(cli: Cli, sid: str, seconds: int = 100) -> None:
     """Make a session's last activity `seconds` earlier, so the order of a search is certain."""
-    log = _log(cli, sid)
+    log = messages_path(cli.root, sid)
     when = log.stat().st_mtime_ns - seconds * 1_000_000_000
     os.utime(log, ns=(when, when))
 
@@ -164,8 +158,8 @@ def test_search_never_reports_a_torn_last_line_after_reading_a_longer_log(cli: C
     whole, torn = store.create_session("main", cli.cwd), store.create_session("main", cli.cwd)
     pad = b'{"id":1,"role":"user","content":"padding"}\n'
     line = b'{"id":7,"role":"user","content":"the walrus is here"}'
-    _log(cli, whole).write_bytes(pad + line + b"\n")
-    _log(cli, torn).write_bytes(pad + line[:-3])  # a writer died mid-line: the same bytes, minus its end
+    messages_path(cli.root, whole).write_bytes(pad + line + b"\n")
+    messages_path(cli.root, torn).write_bytes(pad + line[:-3])  # a writer died mid-line: the same bytes, minus its end
     _older(cli, torn)
     assert [(h["session_id"], h["message_id"]) for h in cli.json("search", "walrus")] == [(whole, 7)]
 
@@ -177,8 +171,8 @@ def test_search_reads_a_log_too_large_to_copy(cli: Cli) -> None:
     first = json.dumps({"id": 1, "role": "user", "content": "an ibex"}).encode()
     last = json.dumps({"id": 70, "role": "assistant", "content": filler + "another ibex"}).encode()
     torn = json.dumps({"id": 71, "role": "user", "content": "a torn ibex"}).encode()[:-2]
-    _log(cli, sid).write_bytes(b"\n".join([first, *lines, last, torn]))
-    assert _log(cli, sid).stat().st_size > 64 << 20
+    messages_path(cli.root, sid).write_bytes(b"\n".join([first, *lines, last, torn]))
+    assert messages_path(cli.root, sid).stat().st_size > 64 << 20
     assert [h["message_id"] for h in cli.json("search", "ibex")] == [70, 1]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _cli import Cli
+from _helpers import messages_path
 
 from koda_files import FileStore, Role
 
@@ -19,11 +20,11 @@ def make(tmp_path: Path) -> tuple[Cli, FileStore, str, int]:
     return cli, store, sid, mid - 1
 
 
-def test_redact_command(tmp_path: Path) -> None:
+def test_redact_replaces_the_content_on_disk_and_names_an_unknown_id(tmp_path: Path) -> None:
     cli, store, sid, user = make(tmp_path)
     assert cli.json("redact", str(user), "--with", "[gone]", "--yes", script=True) == {"redacted": [user]}
     assert store.load_all_messages(sid)[0].content == "[gone]"
-    assert b"ghp_abc123XYZ" not in (cli.root / "sessions" / sid / "messages.jsonl").read_bytes()
+    assert b"ghp_abc123XYZ" not in messages_path(cli.root, sid).read_bytes()
     line = cli.fails(1, "redact", "999999", "--yes")
     assert "message 999999" in line
     assert "not a message id: 'x1'" in cli.fails(2, "redact", "x1")
@@ -35,7 +36,7 @@ def test_redact_asks_and_refuses_without_yes_off_a_terminal(tmp_path: Path) -> N
     assert store.load_all_messages(sid)[0].content == "token ghp_abc123XYZ please"
 
 
-def test_fork_command(tmp_path: Path) -> None:
+def test_fork_copies_the_context_into_a_new_session_of_the_same_project(tmp_path: Path) -> None:
     cli, store, sid, _ = make(tmp_path)
     out = cli.json("fork", sid[:12], script=True)
     new = out["session_id"]

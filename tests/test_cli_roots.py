@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cli import SCRIPT, Cli, env_for
-from _helpers import snapshot
+from _helpers import append_to_log, snapshot
 
 import koda_files
 from koda_files import FileStore, KodaFilesError, Role
@@ -19,7 +19,7 @@ from koda_files import FileStore, KodaFilesError, Role
 READING = [
     ["sessions", "--all"], ["show", "latest"], ["search", "x"], ["stats"], ["check"], ["usage", "latest"],
     ["todo", "latest"], ["purge", "--older-than", "1", "--dry-run"], ["export-sqlite", "/nonexistent/out.db"],
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("how", ["--root", "KODA_FILES_DIR"])
@@ -81,8 +81,7 @@ def test_check_repair_on_a_read_only_root_says_why(cli: Cli, tmp_path: Path) -> 
     store = FileStore(root)
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.USER, "hello")
-    with open(root / "sessions" / sid / "messages.jsonl", "ab") as f:
-        f.write(b"broken\n")
+    append_to_log(root, sid, b"broken\n")
     before = snapshot(root)
     if os.geteuid() == 0:
         # root ignores permission bits: a read-only bind mount, private to the command's namespace.

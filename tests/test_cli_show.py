@@ -44,7 +44,7 @@ class Follower:
         self.proc = subprocess.Popen(
             [str(SCRIPT), "show", sid, "--follow"], cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -118,7 +118,7 @@ def test_follow_ends_when_the_session_is_deleted(cli: Cli) -> None:
             f.proc.wait()
 
 
-def test_markdown_transcript(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_show_markdown_has_a_title_summary_usage_and_tool_calls(cli: Cli, sessions: tuple[str, str]) -> None:
     a, b = sessions
     store = FileStore(cli.root)
     store.insert_message(a, Role.ASSISTANT, "Code:\n```py\nx = 1\n```", usage=TokenUsage(3, 4, 5))
@@ -149,7 +149,9 @@ def test_full_shows_whole_tool_output(cli: Cli, sessions: tuple[str, str]) -> No
     assert "file19.py" in whole and "more lines" not in whole
 
 
-def test_colour_option(cli: Cli, sessions: tuple[str, str]) -> None:
+def test_color_option_always_wins_over_no_color_and_never_wins_over_a_terminal(
+    cli: Cli, sessions: tuple[str, str],
+) -> None:
     a, _ = sessions
     assert "\x1b[" in cli.ok("show", a, "--color", "always")  # even into a pipe
     assert "\x1b[" in cli.ok("--color=always", "show", a, NO_COLOR="1")  # asked for: NO_COLOR yields
@@ -197,7 +199,7 @@ def test_a_closed_pipe_ends_quietly(cli: Cli) -> None:
     r = subprocess.run(
         ["bash", "-c", f"set -o pipefail; {SCRIPT} show {sid} | head -1"], capture_output=True, text=True,
         env=env_for(cli.tmp_path, cli.root), timeout=60,
-    )  # fmt: skip
+    )
     assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("── user")
 
 

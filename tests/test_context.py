@@ -14,8 +14,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-import orjson
-from _helpers import Msg, as_msg, messages_path, metadata_path, read_calls, sanitize_indices, tool_calls_json
+from _helpers import (
+    Msg,
+    append_line,
+    as_msg,
+    metadata_path,
+    read_calls,
+    sanitize_indices,
+    tool_calls_json,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -117,8 +124,7 @@ def _run_history(root: Path, steps: list[tuple[object, ...]], track_root: bool) 
             line: dict[str, object] = {"id": last + 1000, "role": "tool", "tool_call_id": step[1], "content": "by hand"}
             if step[2]:
                 line = {"id": last + 1000, "role": "assistant", "tool_calls": tool_calls_json(str(step[1]))}
-            with open(messages_path(root, sid), "ab") as f:
-                f.write(orjson.dumps(line) + b"\n")
+            append_line(root, sid, line)
         elif kind == "assistant":
             mid = store.insert_message(sid, Role.ASSISTANT, step[1], step[2])  # type: ignore[arg-type]
             if step[3]:
@@ -154,7 +160,7 @@ def test_reference_sanitiser_on_the_rules_cases() -> None:
     assert sanitize_indices(rows, tracking=True) == []
 
 
-# ── sequences that used to reach the model malformed ──
+# ── sequences that must reach the model well formed ──
 
 
 def test_partly_answered_parallel_calls_leave_no_orphan_result(store: FileStore) -> None:
@@ -194,7 +200,7 @@ def test_compaction_keeps_a_call_group_whole(store: FileStore) -> None:
     assert store.compact_session(sid, "again", 1) == 4  # summary, hint, c1's group and q archived
     assert _ctx(store, sid) == [
         ("system", "again"), ("assistant", COMPACTION_HINT), ("assistant", "x"), ("tool", "rq"), ("tool", "rp again")
-    ]  # fmt: skip
+    ]
 
 
 def test_detect_interruption_after_a_dropped_call_and_an_interrupted_reply(root: Path) -> None:
@@ -234,7 +240,7 @@ def test_dedupe_handles_many_call_ids_independently(store: FileStore) -> None:
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.ASSISTANT, None, tool_calls_json("tc1", "tc2", "tc3"))
     for call, text in [("tc1", "tc1 stub"), ("tc2", "tc2 stub"), ("tc3", "tc3 only"), ("tc1", "tc1 final"),
-                       ("tc2", "tc2 mid"), ("tc2", "tc2 final")]:  # fmt: skip
+                       ("tc2", "tc2 mid"), ("tc2", "tc2 final")]:
         store.insert_message(sid, Role.TOOL, text, None, call)
     got = {m.tool_call_id: m.content for m in store.load_context(sid) if m.role is Role.TOOL}
     assert got == {"tc1": "tc1 final", "tc2": "tc2 final", "tc3": "tc3 only"}
@@ -302,7 +308,7 @@ def test_a_caller_that_never_marks_loses_nothing(root: Path) -> None:
     store.insert_message(sid, Role.ASSISTANT, "more")
     assert _ctx(store, sid) == [
         ("system", "summary"), ("assistant", COMPACTION_HINT), ("assistant", "hi"), ("assistant", "more")
-    ]  # fmt: skip
+    ]
     assert not (root / ".tracks-completion").exists()
     assert FileStore(root).detect_interruption(sid) is None
 

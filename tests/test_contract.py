@@ -1,6 +1,6 @@
-"""The contract of issue 2, rule by rule: Public API, On disk, Semantics, damage and concurrency.
+"""koda's `Persistence` contract, rule by rule: Public API, On disk, Semantics, damage and concurrency.
 
-Every test here is written from the issue's text, not from the implementation, and each
+Every test here is written from the README's rules, not from the implementation, and each
 would fail if the rule it names were broken.
 """
 
@@ -29,6 +29,8 @@ import orjson
 import platformdirs
 import pytest
 from _helpers import (
+    append_line,
+    append_to_log,
     as_msg,
     iso_utc,
     json_lines,
@@ -168,13 +170,13 @@ def test_value_types_are_frozen_dataclasses_with_the_traits_fields(cls: type, na
         setattr(instance, names[0], SAMPLE_VALUES.get(names[0], 0))
 
 
-def test_token_usage_defaults() -> None:
+def test_token_usage_fields_default_to_zero_and_an_empty_stop_reason() -> None:
     u = TokenUsage()
     assert (u.prompt_tokens, u.completion_tokens, u.cache_read_tokens) == (0, 0, 0)
     assert (u.cache_creation_tokens, u.thinking_tokens, u.stop_reason) == (0, 0, "")
 
 
-def test_error_hierarchy() -> None:
+def test_errors_derive_from_koda_files_error_and_the_matching_builtin() -> None:
     assert issubclass(KodaFilesError, Exception)
     assert issubclass(SessionNotFoundError, KodaFilesError)
     assert issubclass(SessionNotFoundError, LookupError)
@@ -246,7 +248,7 @@ def test_insert_message_optional_parameters_default_to_none(cls: Any) -> None:
 
 
 @pytest.mark.parametrize("cls", [FileStore, AsyncFileStore], ids=lambda c: c.__name__)
-def test_constructor_signature(cls: type) -> None:
+def test_constructor_takes_root_then_keyword_only_durability_and_tracks_completion(cls: type) -> None:
     params = inspect.signature(cls).parameters
     assert list(params) == ["root", "durability", "tracks_completion"]
     assert params["tracks_completion"].default is False
@@ -403,13 +405,13 @@ def test_session_directory_layout(store: FileStore, root: Path, tmp_path: Path) 
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "hi")
     sdir = session_dir(root, sid)
-    assert (sdir / "messages.jsonl").is_file()
-    assert (sdir / "metadata.json").is_file()
-    assert not (sdir / "todo.md").exists(), "todo.md exists before a todo was set"
+    assert messages_path(root, sid).is_file()
+    assert metadata_path(root, sid).is_file()
+    assert not todo_path(root, sid).exists(), "todo.md exists before a todo was set"
     store.set_metadata(sid, "k", "v")
     store.compact_session(sid, "summary", 0)
     store.set_todo(sid, "- [ ] one")
-    assert (sdir / "todo.md").is_file()
+    assert todo_path(root, sid).is_file()
     visible = sorted(p.name for p in sdir.iterdir() if not p.name.startswith("."))
     assert visible == ["messages.jsonl", "metadata.json", "todo.md"], (
         "lock and temporary files must be dot-files; found " + repr(visible)
@@ -473,12 +475,12 @@ def test_permissions_with_a_permissive_umask_on_an_existing_root(tmp_path: Path)
         _exercise_every_writer(FileStore(root), tmp_path)
     finally:
         os.umask(old)
-    for dirpath, dirnames, filenames in os.walk(root / "sessions"):
+    for dirpath, dirnames, filenames in os.walk(sessions_dir(root)):
         for d in dirnames:
             assert stat.S_IMODE((Path(dirpath) / d).stat().st_mode) == 0o700
         for f in filenames:
             assert stat.S_IMODE((Path(dirpath) / f).lstat().st_mode) == 0o600
-    assert stat.S_IMODE((root / "sessions").stat().st_mode) == 0o700
+    assert stat.S_IMODE(sessions_dir(root).stat().st_mode) == 0o700
 
 
 # "Field names are the `Message` field names plus agent_name, created_at, compacted_at": the
@@ -761,11 +763,10 @@ def test_imported_style_ids_are_accepted(fstore: FileStore, root: Path, sid: str
 
 def _write_imported_session(root: Path, sid: str, lines: list[dict[str, Any]], created_at: str) -> None:
     """A session written by hand (or by an importer) following the README's format."""
-    sdir = session_dir(root, sid)
-    sdir.mkdir(parents=True)
+    session_dir(root, sid).mkdir(parents=True)
     header = {"agent_name": "imported", "created_at": created_at, "id": sid, "metadata": {"origin": "sqlite"}}
-    (sdir / "metadata.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    with open(sdir / "messages.jsonl", "wb") as fh:
+    metadata_path(root, sid).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with open(messages_path(root, sid), "wb") as fh:
         for line in lines:
             fh.write(orjson.dumps(line) + b"\n")
 
@@ -952,7 +953,9 @@ def test_list_sessions_skips_an_unreadable_session_with_a_warning(
     assert any(bad in r.getMessage() for r in warnings), [r.getMessage() for r in warnings]
 
 
-def test_delete_session(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_delete_session_removes_only_its_directory_and_says_whether_it_existed(
+    store: FileStore, root: Path, tmp_path: Path,
+) -> None:
     keep = store.create_session("koda", tmp_path)
     store.insert_message(keep, Role.USER, "keep me")
     sid = store.create_session("koda", tmp_path)
@@ -1240,7 +1243,7 @@ def test_load_context_keeps_blank_assistant_with_answered_tool_calls(store: File
     assert _ctx(store, sid) == [("assistant", "   "), ("tool", "r")]
 
 
-def test_load_context_blank_assistant_with_unanswered_call(store: FileStore, tmp_path: Path) -> None:
+def test_load_context_drops_a_blank_assistant_with_an_unanswered_call(store: FileStore, tmp_path: Path) -> None:
     # Blank content and an unanswered call: the turn goes with the result of its answered call c1.
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
@@ -1318,7 +1321,7 @@ def test_recent_user_messages_across_sessions_newest_first(store: FileStore, tmp
     assert store.recent_user_messages(10) == ["three", "one"]
 
 
-def test_last_assistant_and_user_message(store: FileStore, tmp_path: Path) -> None:
+def test_last_assistant_and_user_message_skip_null_content_but_not_empty(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.last_assistant_message(sid) == ""
     assert store.last_user_message(sid) == ""
@@ -1349,7 +1352,7 @@ def test_last_messages_follow_conversation_order_after_compaction(store: FileSto
     assert store.last_user_message(sid) == "u2"  # archived messages count
 
 
-def test_has_pending_tool_calls(store: FileStore, tmp_path: Path) -> None:
+def test_has_pending_tool_calls_only_for_an_unanswered_assistant_call(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.has_pending_tool_calls(sid) is False
     store.insert_message(sid, Role.USER, "q")
@@ -1375,7 +1378,9 @@ def test_has_pending_tool_calls_looks_at_the_last_active_message(store: FileStor
     assert store.has_pending_tool_calls(sid) is False  # the last active message is now the hint
 
 
-def test_session_token_usage(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_session_token_usage_sums_every_message_with_usage_archived_included(
+    store: FileStore, root: Path, tmp_path: Path,
+) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.session_token_usage(sid) == SessionUsage()
     store.insert_message(sid, Role.USER, "q")
@@ -1392,15 +1397,17 @@ def test_session_token_usage_counts_messages_with_prompt_or_completion(
 ) -> None:
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "q")
-    with open(messages_path(root, sid), "ab") as fh:  # lines written by hand / an importer
-        fh.write(orjson.dumps({"id": 800001, "role": "assistant", "content": "x", "cache_read_tokens": 50}) + b"\n")
-        fh.write(orjson.dumps({"id": 800002, "role": "assistant", "content": "y", "completion_tokens": 7}) + b"\n")
-        fh.write(orjson.dumps({"id": 800003, "role": "assistant", "content": "z", "prompt_tokens": 3}) + b"\n")
+    # lines written by hand / an importer
+    append_line(root, sid, {"id": 800001, "role": "assistant", "content": "x", "cache_read_tokens": 50})
+    append_line(root, sid, {"id": 800002, "role": "assistant", "content": "y", "completion_tokens": 7})
+    append_line(root, sid, {"id": 800003, "role": "assistant", "content": "z", "prompt_tokens": 3})
     usage = store.session_token_usage(sid)
     assert usage == SessionUsage(3, 7, 0, 0, 0, 2)
 
 
-def test_session_usage_by_agent(store: FileStore, tmp_path: Path) -> None:
+def test_session_usage_by_agent_groups_by_agent_and_leaves_out_messages_without_usage(
+    store: FileStore, tmp_path: Path,
+) -> None:
     sid = store.create_session("koda", tmp_path)
     assert store.session_usage_by_agent(sid) == []
     store.insert_message(sid, Role.ASSISTANT, "m1", None, None, TokenUsage(5, 5, 1, 0, 0))
@@ -1538,7 +1545,9 @@ def test_compaction_boundary_keeps_the_call_group_whole(store: FileStore, tmp_pa
     assert [m.content for m in store.load_all_messages(sid)] == ["q", "sum", COMPACTION_HINT, None, "r1", "done"]
 
 
-def test_compacted_stats(store: FileStore, tmp_path: Path) -> None:
+def test_compacted_stats_counts_archived_messages_their_utf8_bytes_and_sessions(
+    store: FileStore, tmp_path: Path,
+) -> None:
     assert store.compacted_stats() == CompactedStats(0, 0, 0, None)
     s1 = store.create_session("koda", tmp_path)
     s2 = store.create_session("koda", tmp_path)
@@ -1631,7 +1640,7 @@ def test_purge_nothing_archived_changes_nothing(store: FileStore, root: Path, tm
 # ==============================================================================================
 
 
-def test_metadata_upsert(store: FileStore, root: Path, tmp_path: Path) -> None:
+def test_set_metadata_inserts_or_replaces_one_key_of_one_session(store: FileStore, root: Path, tmp_path: Path) -> None:
     sid = store.create_session("koda", tmp_path)
     other = store.create_session("koda", tmp_path)
     assert store.get_metadata(sid, "model") is None
@@ -1846,8 +1855,7 @@ def test_malformed_middle_line_is_skipped_warned_and_kept(
     caplog.set_level(logging.WARNING, logger="koda_files")
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(GARBAGE + b"\n")
+    append_line(root, sid, GARBAGE)
     store.insert_message(sid, Role.ASSISTANT, "m2")
     store.insert_message(sid, Role.USER, "m3")
     caplog.clear()
@@ -1877,8 +1885,7 @@ def test_torn_last_line_is_skipped_and_not_glued_to_the_next_append(
     caplog.set_level(logging.WARNING, logger="koda_files")
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(TORN)  # a writer died mid-line: no newline
+    append_to_log(root, sid, TORN)  # a writer died mid-line: no newline
     caplog.clear()
     assert [m.content for m in store.load_all_messages(sid)] == ["m1"]
     assert _warnings_about(caplog, sid, 2), [r.getMessage() for r in caplog.records]
@@ -1901,8 +1908,7 @@ def test_invalid_utf8_line_is_skipped(store: FileStore, root: Path, tmp_path: Pa
     sid = store.create_session("koda", tmp_path)
     store.insert_message(sid, Role.USER, "m1")
     bad = b'{"id": 777777, "role": "user", "content": "\xff\xfe"}'
-    with open(messages_path(root, sid), "ab") as fh:
-        fh.write(bad + b"\n")
+    append_line(root, sid, bad)
     store.insert_message(sid, Role.USER, "m2")
     assert [m.content for m in store.load_all_messages(sid)] == ["m1", "m2"]
     store.compact_session(sid, "s", 0)

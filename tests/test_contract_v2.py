@@ -1,4 +1,4 @@
-"""Issue 6, koda's newer contract: titles, approval modes, idle time, completed messages, interruption."""
+"""koda's newer contract: titles, approval modes, idle time, completed messages, interruption."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _fault_helpers import copy_root, fork_child, scaled, send
-from _helpers import messages_path, metadata_path, raw_lines, session_dir
+from _helpers import append_to_log, messages_path, metadata_path, raw_lines, session_dir
 
 import koda_files._fileops
 import koda_files._session
@@ -335,7 +335,7 @@ def test_marking_again_is_a_no_op(store: FileStore, root: Path) -> None:
     assert store.load_all_messages(sid)[0].completed_at == first
 
 
-def test_mark_unknown_or_bad_id(fstore: FileStore) -> None:
+def test_mark_message_complete_refuses_an_unknown_or_non_int_id(fstore: FileStore) -> None:
     with pytest.raises(KodaFilesError, match="424242"):
         fstore.mark_message_complete(424242)  # no root yet
     sid = fstore.create_session("main", ".")
@@ -404,10 +404,9 @@ def test_a_hand_written_annotation_is_honoured(fstore: FileStore, root: Path, ca
     a = fstore.insert_message(sid, Role.USER, "q")
     b = fstore.insert_message(sid, Role.ASSISTANT, "a")
     fstore.load_context(sid)
-    with open(messages_path(root, sid), "ab") as f:
-        f.write(b'{"id": %d, "completed_at": "2026-01-02T03:04:05.000000Z"}\r\n' % b)
-        f.write(b'{"id":999999,"completed_at":"2026-01-02T03:04:05.000000Z"}\n')  # no such message
-        f.write(b'{"completed_at":"2026-01-02T03:04:05.000000Z","id":%d}\n' % a)
+    append_to_log(root, sid, b'{"id": %d, "completed_at": "2026-01-02T03:04:05.000000Z"}\r\n' % b)
+    append_to_log(root, sid, b'{"id":999999,"completed_at":"2026-01-02T03:04:05.000000Z"}\n')  # no such message
+    append_to_log(root, sid, b'{"completed_at":"2026-01-02T03:04:05.000000Z","id":%d}\n' % a)
     with caplog.at_level(logging.WARNING, logger="koda_files"):
         for s in (fstore, FileStore(root)):
             stamps = [m.completed_at for m in s.load_context(sid)]
@@ -423,9 +422,8 @@ def test_a_hand_written_annotation_is_honoured(fstore: FileStore, root: Path, ca
 def test_the_first_completion_wins(fstore: FileStore, root: Path) -> None:
     sid = fstore.create_session("main", ".")
     a = fstore.insert_message(sid, Role.USER, "q")
-    with open(messages_path(root, sid), "ab") as f:
-        f.write(b'{"id":%d,"completed_at":"2026-01-01T00:00:00.000000Z"}\n' % a)
-        f.write(b'{"id":%d,"completed_at":"2027-01-01T00:00:00.000000Z"}\n' % a)
+    append_to_log(root, sid, b'{"id":%d,"completed_at":"2026-01-01T00:00:00.000000Z"}\n' % a)
+    append_to_log(root, sid, b'{"id":%d,"completed_at":"2027-01-01T00:00:00.000000Z"}\n' % a)
     assert fstore.load_all_messages(sid)[0].completed_at == "2026-01-01T00:00:00.000000Z"
     fstore.compact_session(sid, "s", 0)
     assert FileStore(root).load_all_messages(sid)[0].completed_at == "2026-01-01T00:00:00.000000Z"
@@ -483,7 +481,7 @@ def test_purge_drops_the_annotations_of_purged_messages(fstore: FileStore, root:
 # ── interruption ──
 
 
-def test_detect_interruption(store: FileStore, root: Path) -> None:
+def test_detect_interruption_names_what_the_session_ended_on(store: FileStore, root: Path) -> None:
     sid = store.create_session("main", ".")
     assert store.detect_interruption(sid) is None  # empty
     long_prompt = "p" * 79 + "é" + "tail" * 50

@@ -1,4 +1,4 @@
-"""Issue 3, items 1 and 2: `kill -9` during appends and during every rewrite, with real processes.
+"""`kill -9` during appends and during every rewrite, with real processes.
 
 Kill points are spread evenly over the measured duration of the operation; after every kill the
 store must hold exactly the old state or exactly the new one, nothing acknowledged may be lost,
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from _fault_helpers import copy_root, fork_child, leftovers, scaled, send, stray_entries
+from _helpers import messages_path, metadata_path, session_dir, sessions_dir
 
 from koda_files import FileStore, Role
 
@@ -77,7 +78,7 @@ def test_kill9_during_appends_loses_no_acknowledged_insert(tmp_path: Path) -> No
         assert set(got) <= set(ids), f"acknowledged inserts lost at kill point {k}"
         unacked = set(ids) - before - set(got)
         assert len(unacked) <= 1, "more than the one in-flight insert appeared unacknowledged"
-        _all_lines_parse(root / "sessions" / sid / "messages.jsonl")
+        _all_lines_parse(messages_path(root, sid))
         new_id = store.insert_message(sid, Role.USER, f"after kill {k}")
         assert new_id > max(ids)
         assert store.load_all_messages(sid)[-1].id == new_id
@@ -91,7 +92,7 @@ def test_truncated_last_record_at_every_byte_offset(tmp_path: Path, caplog: pyte
     for text in ("first", "second"):
         store.insert_message(sid, Role.USER, text)
     last_id = store.insert_message(sid, Role.ASSISTANT, 'last "quoted" \u00e9\U0001f600 reply', None, None)
-    path = root / "sessions" / sid / "messages.jsonl"
+    path = messages_path(root, sid)
     full = path.read_bytes()
     body, last = full[: full.rstrip(b"\n").rfind(b"\n") + 1], full[full.rstrip(b"\n").rfind(b"\n") + 1 :]
     before_ids = [m.id for m in store.load_all_messages(sid)][:-1]
@@ -137,7 +138,7 @@ class Rewrite:
 
 
 def _messages_state(root: Path, sid: str) -> object:
-    path = root / "sessions" / sid / "messages.jsonl"
+    path = messages_path(root, sid)
     _all_lines_parse(path)
     msgs = FileStore(root).load_all_messages(sid)
     ids = [m.id for m in msgs]
@@ -147,20 +148,20 @@ def _messages_state(root: Path, sid: str) -> object:
 
 def _file_state(name: str) -> Callable[[Path, str], object]:
     def state(root: Path, sid: str) -> object:
-        p = root / "sessions" / sid / name
+        p = session_dir(root, sid) / name
         return p.read_bytes() if p.exists() else None
 
     return state
 
 
 def _session_state(root: Path, sid: str) -> object:
-    sessions = root / "sessions"
+    sessions = sessions_dir(root)
     out = []
     for name in sorted(os.listdir(sessions)):
         if name.startswith("."):
             continue
         d = sessions / name
-        json.loads((d / "metadata.json").read_bytes())  # a visible session is always whole
+        json.loads(metadata_path(root, name).read_bytes())  # a visible session is always whole
         files: dict[str, bytes] = {
             str(p.relative_to(d)): p.read_bytes()
             for p in sorted(d.rglob("*"))
@@ -200,7 +201,7 @@ def _setup_big_header(store: FileStore) -> str:
 def _setup_deletable(store: FileStore) -> str:
     sid = _chatty_session(store, 50)
     store.set_todo(sid, "- [ ] keep")
-    attachments = store.root / "sessions" / sid / "attachments"
+    attachments = session_dir(store.root, sid) / "attachments"
     attachments.mkdir()
     for i in range(scaled(400, 4000)):
         (attachments / f"note-{i}.txt").write_text("note")
@@ -218,7 +219,7 @@ REWRITES = [
     Rewrite("delete_session", _setup_deletable, lambda s, sid: s.delete_session(sid), _session_state),
     Rewrite("create_session", lambda s: _chatty_session(s, 3), lambda s, sid: s.create_session("sub", "/p"),
             _session_state),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("case", REWRITES, ids=[r.name for r in REWRITES])
@@ -226,7 +227,7 @@ def test_kill9_during_rewrite_leaves_old_or_new_state(tmp_path: Path, case: Rewr
     template = tmp_path / "template"
     sid = case.setup(FileStore(template, durability="fsync"))
     old = case.state(template, sid)
-    old_log = (template / "sessions" / sid / "messages.jsonl").read_bytes()
+    old_log = messages_path(template, sid).read_bytes()
 
     def body_for(root: Path) -> Callable[[int], None]:
         def body(wfd: int) -> None:
@@ -268,14 +269,14 @@ def test_kill9_during_rewrite_leaves_old_or_new_state(tmp_path: Path, case: Rewr
         assert got in (old, new), f"{case.name}: kill point {k} left a state that is neither old nor new"
         outcomes.append("old" if got == old else "new")
         if got == old and case.name in ("compact", "purge"):
-            assert (root / "sessions" / sid / "messages.jsonl").read_bytes() == old_log
+            assert messages_path(root, sid).read_bytes() == old_log
         assert stray_entries(root, template) == [], f"{case.name}: kill point {k} left stray files"
         interrupted += any("/.deleted-" in p for p in leftovers(root))
 
         # The next operation succeeds, and check/repair clears whatever the crash left.
         store = FileStore(root, durability="fsync")
         case.op(store, sid)
-        if (root / "sessions" / sid).exists():
+        if session_dir(root, sid).exists():
             store.insert_message(sid, Role.USER, "after")
         store.check(repair=True)
         for p in leftovers(root):  # `.new-*` and root temp files younger than the grace period stay

@@ -1,4 +1,4 @@
-"""Issue 3, item 4: damage on disk. Each kind is readable with a warning naming file and line,
+"""Damage on disk. Each kind is readable with a warning naming file and line,
 nothing a person wrote is dropped by any rewrite, and one broken session never hides the others.
 """
 
@@ -9,18 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _helpers import healthy_and_to_damage, messages_path, metadata_path
 
 from koda_files import FileStore, KodaFilesError, Role
 
 
 def _two_sessions(root: Path) -> tuple[FileStore, str, str, Path]:
-    store = FileStore(root)
-    good = store.create_session("main", ".")
-    store.insert_message(good, Role.USER, "the healthy one")
-    sid = store.create_session("main", ".")
-    for text in ("one", "two", "three"):
-        store.insert_message(sid, Role.USER, text)
-    return store, sid, good, root / "sessions" / sid / "messages.jsonl"
+    store, sid, good = healthy_and_to_damage(root)
+    return store, sid, good, messages_path(root, sid)
 
 
 # (name, how to damage the lines, the damaged line (1-based) a warning must name, bytes that must survive)
@@ -88,7 +84,7 @@ def test_unparsable_metadata_is_reported_and_never_overwritten(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, sid, good, _ = _two_sessions(tmp_path / "root")
-    header = tmp_path / "root" / "sessions" / sid / "metadata.json"
+    header = metadata_path(tmp_path / "root", sid)
     broken = b'{"agent_name": "main", "metadata": {"k": "half an edit'
     header.write_bytes(broken)
     fresh = FileStore(tmp_path / "root")

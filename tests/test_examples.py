@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import sessions_dir
 
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
 
@@ -31,4 +32,4 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    assert (root / "sessions").is_dir() and any((root / "sessions").iterdir())  # it wrote to the temp store
+    assert sessions_dir(root).is_dir() and any(sessions_dir(root).iterdir())  # it wrote to the temp store

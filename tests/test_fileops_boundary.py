@@ -22,12 +22,12 @@ OS_MUTATIONS = frozenset(
         "ftruncate", "truncate", "write", "pwrite", "writev", "pwritev", "fsync", "fdatasync",
         "link", "symlink", "mkfifo", "mknod", "copy_file_range", "sendfile", "posix_fallocate",
     }
-)  # fmt: skip
+)
 # `<anything>.<name>(...)`: `pathlib.Path` methods that change the file system.
 PATH_MUTATIONS = frozenset(
     {"mkdir", "unlink", "rmdir", "rename", "write_text", "write_bytes", "touch", "symlink_to",
      "hardlink_to", "chmod", "lchmod"}
-)  # fmt: skip
+)
 # (module file, call) pairs allowed outside fileops, each with its reason.
 ALLOWED = {
     # koda.db export: SQLite writes the new database file itself (a temp name, then linked into

@@ -1,4 +1,4 @@
-"""Issue 3, item 6: hostile ids, planted symlinks, odd metadata keys and invalid values.
+"""Hostile ids, planted symlinks, odd metadata keys and invalid values.
 
 Nothing may be read from, written to or deleted outside the root, and invalid input is refused
 before a byte is written.
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import snapshot
+from _helpers import session_dir, snapshot
 
 from koda_files import FileStore, InvalidSessionIdError, KodaFilesError, Role, SessionNotFoundError, TokenUsage
 from koda_files import _fileops as fileops
@@ -20,7 +20,7 @@ from koda_files import _fileops as fileops
 HOSTILE_IDS = [
     "../x", "../../etc/passwd", "/etc/passwd", "/", "a/b", "a\\b", "..\\x", "C:\\x", "a\0b", "\0",
     "", ".", "..", ".lock", ".new-x", "-rf", " x", "x ", "a" * 129, "é", "x\n", 7, None,
-]  # fmt: skip
+]
 RESERVED_OK = ["CON", "nul", "aux.txt", "COM1", "a" * 128]  # valid ids (on POSIX), but not sessions
 
 METHODS: list[Callable[[FileStore, object], object]] = [
@@ -68,7 +68,7 @@ def test_hostile_session_ids_touch_nothing(tmp_path: Path) -> None:
 
 def test_symlink_planted_as_session_directory(tmp_path: Path) -> None:
     store, sid, outside = _world(tmp_path)
-    link = store.root / "sessions" / "victim"
+    link = session_dir(store.root, "victim")
     link.symlink_to(outside / "victim")
     before = snapshot(outside)
     assert store.load_all_messages("victim") == []
@@ -93,7 +93,7 @@ def test_symlink_planted_as_a_session_file(tmp_path: Path, name: str) -> None:
     store, sid, outside = _world(tmp_path)
     target = outside / "victim" / ("messages.jsonl" if name != "todo.md" else "todo.md")
     target.write_bytes(target.read_bytes() if target.exists() else b"outside todo")
-    path = store.root / "sessions" / sid / name
+    path = session_dir(store.root, sid) / name
     if path.exists():
         path.unlink()
     path.symlink_to(target)
@@ -129,7 +129,7 @@ def test_symlink_planted_as_a_session_file(tmp_path: Path, name: str) -> None:
 
 def test_symlink_planted_at_the_temp_file_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store, sid, outside = _world(tmp_path)
-    session = store.root / "sessions" / sid
+    session = session_dir(store.root, sid)
     planted = ".todo.md.guessed.tmp"
     (session / planted).symlink_to(outside / "secret.txt")
     monkeypatch.setattr(fileops, "temp_name", lambda target: f".{target}.guessed.tmp")
@@ -149,7 +149,7 @@ def test_metadata_keys_of_any_string(tmp_path: Path) -> None:
     fresh = FileStore(store.root)
     for i, key in enumerate(keys):
         assert fresh.get_metadata(sid, key) == f"v{i}"
-    names = sorted(os.listdir(store.root / "sessions" / sid))
+    names = sorted(os.listdir(session_dir(store.root, sid)))
     assert [n for n in names if not n.startswith(".")] == ["messages.jsonl", "metadata.json"]
     assert snapshot(outside) == before
 

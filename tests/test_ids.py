@@ -11,6 +11,7 @@ import multiprocessing
 from pathlib import Path
 
 import pytest
+from _helpers import messages_path
 
 from koda_files import FileStore, Role
 
@@ -108,7 +109,7 @@ def test_a_rebuilt_counter_counts_a_record_that_lacks_only_its_newline(tmp_path:
     store.insert_message(torn, Role.USER, "complete")
     last = store.insert_message(torn, Role.ASSISTANT, "the newline of this record is lost")
     store.close()
-    log = tmp_path / "sessions" / torn / "messages.jsonl"
+    log = messages_path(tmp_path, torn)
     log.write_bytes(log.read_bytes()[:-1])
     (tmp_path / ".ids").unlink()  # lost, as after a crash that lost its creation
 

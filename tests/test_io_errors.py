@@ -1,4 +1,4 @@
-"""Issue 3, item 5: I/O errors, SQLite style. Every write, fsync, rename and mkdir the store makes
+"""I/O errors, SQLite style. Every write, fsync, rename and mkdir the store makes
 (the functions of `koda_files._fileops`) fails with ENOSPC or EIO at the Nth call, N = 1, 2, 3 ...
 until the operation completes without reaching the fault. Each time: the error reaches the
 caller, the state on disk is exactly the old or exactly the new one, a success is never claimed
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from _fault_helpers import FaultPlan, copy_root, inject_faults, leftovers, run_in_child, stray_entries
+from _helpers import messages_path, session_dir, sessions_dir
 
 from koda_files import Durability, FileStore, KodaFilesError, Role
 
@@ -42,7 +43,7 @@ def _state(root: Path, known: set[str]) -> object:
     """Everything a user sees, with the ids and times of sessions made by the operation masked."""
     reader = FileStore(root)
     out = []
-    for name in sorted(os.listdir(root / "sessions")):
+    for name in sorted(os.listdir(sessions_dir(root))):
         if name.startswith("."):
             continue
         msgs = [(m.id, m.role, m.content, m.compacted_at is not None) for m in reader.load_all_messages(name)]
@@ -123,7 +124,7 @@ def test_nth_call_io_error_leaves_old_or_new_state(tmp_path: Path, op: Op, durab
             after = op.run(store, sid)
             if op.name == "insert":
                 assert isinstance(after, int) and store.load_all_messages(sid)[-1].id == after
-            if (root / "sessions" / sid).exists():
+            if session_dir(root, sid).exists():
                 store.insert_message(sid, Role.USER, "later")
                 assert store.load_all_messages(sid)[-1].content == "later"
                 kept = [m.content for m in store.load_all_messages(sid)]
@@ -139,7 +140,7 @@ def test_failed_append_is_cut_back_and_never_acknowledged(tmp_path: Path) -> Non
     store = FileStore(tmp_path / "root", durability="fsync")
     sid = store.create_session("main", ".")
     store.insert_message(sid, Role.USER, "kept")
-    path = tmp_path / "root" / "sessions" / sid / "messages.jsonl"
+    path = messages_path(tmp_path / "root", sid)
     returned = 0
     for n in range(1, 6):  # fail each write / fsync an append makes in turn
         plan = FaultPlan(fail_at=n, err=errno.EIO)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import snapshot, tool_calls_json
+from _helpers import messages_path, metadata_path, sessions_dir, snapshot, tool_calls_json
 
 import koda_files
 from koda_files import FileStore, Message, Role, TokenUsage, export_sqlite, import_sqlite
@@ -25,7 +25,7 @@ NEW_SCHEMA = {
         "thinking_tokens", "agent_name", "compacted_at", "completed_at", "full_content", "thinking_content",
     ],
     "session_metadata": ["session_id", "key", "value", "updated_at"],
-}  # fmt: skip
+}
 
 # koda's schema before `title`, `mode` (sessions) and `completed_at` (messages) were added.
 OLDER_SCHEMA = """
@@ -72,7 +72,7 @@ def populate(store: FileStore, project: Path) -> tuple[str, str, str]:
     store.insert_message(b, Role.ASSISTANT, "", usage=TokenUsage(1, 0))  # empty content kept as ""
     store.set_session_mode(b, "plan")
     # b was written in June 2025 (a hand edit of its times) and last used at noon that day
-    log = store.root / "sessions" / b / "messages.jsonl"
+    log = messages_path(store.root, b)
     log.write_text(re.sub(r'"created_at":"[^"]*"', '"created_at":"2025-06-01T10:00:00.000000Z"', log.read_text()))
     store.set_session_last_accessed(b, OLD_ACCESS)
     c = store.create_session("main", project)
@@ -101,7 +101,7 @@ def seconds(m: Message) -> Message:
 
 
 def header(store: FileStore, sid: str) -> dict[str, Any]:
-    data = json.loads((store.root / "sessions" / sid / "metadata.json").read_text())
+    data = json.loads(metadata_path(store.root, sid).read_text())
     assert isinstance(data, dict)
     return data
 
@@ -127,7 +127,7 @@ def test_round_trip_files_to_koda_db_to_files(tmp_path: Path) -> None:
     for sid in sids:
         before, after = src.load_all_messages(sid), dst.load_all_messages(sid)
         assert [seconds(m) for m in after] == [seconds(m) for m in before]  # ids, order, archived state
-        # issue 6: title and approval mode, completion marks, and the idle time to the second
+        # koda's newer columns: title and approval mode, completion marks, and the idle time to the second
         # (checked before the load_context below, which is an access)
         assert (dst.get_session_title(sid), dst.get_session_mode(sid)) == (
             src.get_session_title(sid), src.get_session_mode(sid)
@@ -197,7 +197,7 @@ def test_export_writes_kodas_schema_exactly(tmp_path: Path) -> None:
         assert old == 5
         todo = conn.execute("SELECT value FROM session_metadata WHERE session_id = ? AND key = 'todo'", (a,))
         assert todo.fetchone()[0] == "- [ ] one\n- [x] two\n"
-        # issue 6 columns, in koda's format
+        # the newer contract's columns (title, mode, last access), in koda's format
         title, mode, accessed = conn.execute(
             "SELECT title, mode, last_accessed_at FROM sessions WHERE id = ?", (a,)
         ).fetchone()
@@ -255,7 +255,7 @@ def build_older_db(path: Path) -> None:
         (8, "s-one", "assistant", "Context was compacted; continue.", None, None, None, None,
          "2025-01-05 10:00:00", None, None, None, None, None),
         (5, "s-two", "assistant", "hello", None, None, 3, 1, "2025-01-02 03:05:02", None, None, None, None, None),
-    ]  # fmt: skip
+    ]
     conn.executemany(
         "INSERT INTO messages (id, session_id, role, content, tool_calls, tool_call_id, prompt_tokens,"
         " completion_tokens, created_at, cache_read_tokens, cache_creation_tokens, thinking_tokens,"
@@ -409,7 +409,7 @@ def test_import_reports_bad_sessions_and_goes_on(tmp_path: Path) -> None:
     assert sorted(report.imported) == ["s-one", "s-two"]
     assert sorted(sid for sid, _ in report.failed) == ["../escape", "bad-role"]
     assert not report.ok
-    assert sorted(os.listdir(store.root / "sessions")) == ["s-one", "s-two"]
+    assert sorted(os.listdir(sessions_dir(store.root))) == ["s-one", "s-two"]
     assert not (tmp_path / "escape").exists()
 
 

@@ -49,7 +49,7 @@ def fill_as_koda(conn: sqlite3.Connection) -> None:
         (s1, "user", "and then?", None, None, None, None, None, None, None, "2026-03-01 10:00:05"),
         (s1, "assistant", "partial answ", None, None, None, None, None, 90, 3, "2026-03-01 10:00:06"),
         (s2, "user", "hello", None, None, None, None, None, None, None, "2026-03-02 09:00:01"),
-    ]  # fmt: skip
+    ]
     conn.executemany(
         "INSERT INTO messages (session_id, role, content, full_content, tool_calls, tool_call_id, thinking_content,"
         " completed_at, prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _helpers import messages_path, raw_lines
+from _helpers import messages_path, quarantine_path, raw_lines
 
 from koda_files import FileStore, KodaFilesError, Role
 
@@ -141,7 +141,7 @@ def test_a_broken_compaction_line_is_reported_and_repair_loses_no_message(tmp_pa
     assert [m.id for m in FileStore(store.root).load_context(sid)][:4] == [*ids[:3], ids[3] + 2]
     assert FileStore(store.root).check(repair=True).ok
     assert [m.id for m in FileStore(store.root).load_all_messages(sid)] == [*ids[:3], ids[3] + 2, ids[3]]
-    assert b"not a time" in (store.root / "sessions" / sid / "quarantine.jsonl").read_bytes()
+    assert b"not a time" in quarantine_path(store.root, sid).read_bytes()
 
 
 def test_deleting_the_summary_line_by_hand_makes_the_archived_messages_active_again(tmp_path: Path) -> None:

@@ -25,6 +25,18 @@ def complete_assistant(store: FileStore, sid: str, content: str | None, tool_cal
     return mid
 
 
+def source_and_target(store: FileStore, tmp_path: Path, *turns: str) -> tuple[str, str]:
+    """Two sessions of one project; the first holds `turns` as user, completed assistant, user, ... messages."""
+    src = store.create_session("default", tmp_path)
+    dst = store.create_session("default", tmp_path)
+    for i, text in enumerate(turns):
+        if i % 2:
+            complete_assistant(store, src, text)
+        else:
+            store.insert_message(src, Role.USER, text)
+    return src, dst
+
+
 # ── thinking_content ──
 
 
@@ -93,7 +105,7 @@ def test_update_message_thinking_content_unknown_id_raises(store: FileStore, tmp
 # ── full_content ──
 
 
-def test_insert_tool_message_with_full(store: FileStore, tmp_path: Path) -> None:
+def test_insert_tool_message_with_full_stores_both_contents(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     store.insert_message(sid, Role.ASSISTANT, None, tool_calls_json("tc_1"))
     mid = store.insert_tool_message_with_full(sid, "short result", "tc_1", "very long full output that was truncated")
@@ -109,7 +121,7 @@ def test_insert_tool_message_with_full(store: FileStore, tmp_path: Path) -> None
 # ── clear_message_content ──
 
 
-def test_clear_message_content(store: FileStore, tmp_path: Path) -> None:
+def test_clear_message_content_replaces_the_content_of_each_id(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     id1 = store.insert_message(sid, Role.USER, "secret")
     id2 = store.insert_message(sid, Role.ASSISTANT, "response")
@@ -117,7 +129,7 @@ def test_clear_message_content(store: FileStore, tmp_path: Path) -> None:
     assert [m.content for m in store.load_all_messages(sid)] == ["[redacted]", "[redacted]"]
 
 
-def test_ctx_cache_clear_message_content_forces_full_reload(store: FileStore, tmp_path: Path) -> None:
+def test_a_warm_load_context_sees_cleared_content(store: FileStore, tmp_path: Path) -> None:
     sid = store.create_session("default", tmp_path)
     complete_assistant(store, sid, None, tool_calls_json("tc_1"))
     tool_id = store.insert_message(sid, Role.TOOL, "LARGE original content", None, "tc_1")
@@ -138,12 +150,7 @@ def test_copy_messages_empty_is_noop(store: FileStore, tmp_path: Path) -> None:
 
 
 def test_copy_messages_preserves_roles_and_order(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "first")
-    complete_assistant(store, src, "second")
-    store.insert_message(src, Role.USER, "third")
-    complete_assistant(store, src, "fourth")
+    src, dst = source_and_target(store, tmp_path, "first", "second", "third", "fourth")
     history = store.load_context(src)
     assert len(history) == 4
     store.copy_messages_into_session(dst, history)
@@ -156,22 +163,15 @@ def test_copy_messages_preserves_roles_and_order(store: FileStore, tmp_path: Pat
 
 
 def test_copy_messages_assistant_rows_are_born_complete(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q1")
-    complete_assistant(store, src, "a1")
-    store.insert_message(src, Role.USER, "q2")
-    complete_assistant(store, src, "a2")
+    src, dst = source_and_target(store, tmp_path, "q1", "a1", "q2", "a2")
     store.copy_messages_into_session(dst, store.load_context(src))
     loaded = FileStore(store.root).load_all_messages(dst)
     assert [m.completed_at is not None for m in loaded] == [False, True, False, True]
 
 
 def test_copy_messages_preserves_tool_call_wiring(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
+    src, dst = source_and_target(store, tmp_path, "read foo.txt")
     calls = '[{"id":"tc_1","function":{"name":"Read","arguments":"{}"}}]'
-    store.insert_message(src, Role.USER, "read foo.txt")
     complete_assistant(store, src, None, calls)
     store.insert_tool_message_with_full(src, "file contents", "tc_1", "the whole file")
     store.update_message_thinking_content(store.load_all_messages(src)[1].id, "reading first")
@@ -183,10 +183,7 @@ def test_copy_messages_preserves_tool_call_wiring(store: FileStore, tmp_path: Pa
 
 
 def test_copy_messages_does_not_touch_source_session(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "hello")
-    complete_assistant(store, src, "world")
+    src, dst = source_and_target(store, tmp_path, "hello", "world")
     raw = messages_path(store.root, src).read_bytes()
     store.copy_messages_into_session(dst, store.load_context(src))
     assert messages_path(store.root, src).read_bytes() == raw
@@ -195,9 +192,7 @@ def test_copy_messages_does_not_touch_source_session(store: FileStore, tmp_path:
 def test_copy_messages_does_not_copy_usage(store: FileStore, tmp_path: Path) -> None:
     from koda_files import TokenUsage
 
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q")
+    src, dst = source_and_target(store, tmp_path, "q")
     mid = store.insert_message_with_agent(src, Role.ASSISTANT, "a", None, None, TokenUsage(100, 50), "sub")
     store.mark_message_complete(mid)
     store.copy_messages_into_session(dst, store.load_context(src))
@@ -206,9 +201,7 @@ def test_copy_messages_does_not_copy_usage(store: FileStore, tmp_path: Path) -> 
 
 
 def test_copy_messages_is_one_write_and_refuses_bad_input(store: FileStore, tmp_path: Path) -> None:
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "q")
+    src, dst = source_and_target(store, tmp_path, "q")
     history = store.load_all_messages(src)
     before = messages_path(store.root, dst).read_bytes()
     with pytest.raises(TypeError, match=r"messages\[1\]"):
@@ -293,7 +286,7 @@ def test_session_events_torn_and_bad_lines(store: FileStore, caplog: pytest.LogC
 # ── key-value ──
 
 
-def test_kv_set_get_delete(store: FileStore) -> None:
+def test_kv_set_replaces_get_reads_and_delete_is_idempotent(store: FileStore) -> None:
     assert store.kv_get("my_key") is None
     store.kv_set("my_key", "hello")
     assert store.kv_get("my_key") == "hello"
@@ -304,7 +297,7 @@ def test_kv_set_get_delete(store: FileStore) -> None:
     store.kv_delete("my_key")  # absent: nothing happens
 
 
-def test_kv_list_prefix(store: FileStore) -> None:
+def test_kv_list_prefix_returns_matching_keys_sorted_from_one_json_file(store: FileStore) -> None:
     store.kv_set("cfg:foo", "1")
     store.kv_set("cfg:bar", "2")
     store.kv_set("other:baz", "3")
@@ -374,10 +367,7 @@ def test_protocols_cover_the_new_methods(root: Path) -> None:
 
 def test_copy_messages_into_a_session_already_read(store: FileStore, tmp_path: Path) -> None:
     """The batch is one write of several lines: a store with the log cached reads every one."""
-    src = store.create_session("default", tmp_path)
-    dst = store.create_session("default", tmp_path)
-    store.insert_message(src, Role.USER, "a")
-    complete_assistant(store, src, "b")
+    src, dst = source_and_target(store, tmp_path, "a", "b")
     store.insert_message(dst, Role.USER, "before")
     assert len(store.load_context(dst)) == 1  # warm
     store.copy_messages_into_session(dst, store.load_context(src))

@@ -26,6 +26,7 @@ import pytest
 from _crashplan import Planner, completed_calls, crash_points
 from _crashstate import Recorder, Recording, files_of, materialise
 from _fault_helpers import scaled
+from _helpers import messages_path, session_dir
 
 from koda_files import Durability, FileStore, Message, Role, TokenUsage
 from koda_files import _fileops as fileops
@@ -62,7 +63,7 @@ def observe(root: Path, mode: Durability) -> View:
             sid = info.id
             kept: set[bytes] = set()
             for name in ("messages.jsonl", "quarantine.jsonl"):
-                path = root / "sessions" / sid / name
+                path = session_dir(root, sid) / name
                 if path.exists():
                     kept.update(BAD.findall(path.read_bytes()))
             out[sid] = SessionView(
@@ -198,7 +199,7 @@ def _bad_line_setup(root: Path) -> None:
     s = FileStore(root, durability="fsync")
     sid = s.create_session("main", PROJECT)
     s.insert_message(sid, Role.USER, "before the bad line")
-    with (root / "sessions" / sid / "messages.jsonl").open("ab") as f:
+    with messages_path(root, sid).open("ab") as f:
         f.write(b"BADLINE-1 this is not json\n")
     s.insert_message(sid, Role.USER, "after the bad line")
     s.close()
@@ -241,7 +242,7 @@ def _insert_everywhere(root: Path, mode: Durability, order: list[str]) -> dict[s
 
 
 def check_state(files: dict[str, bytes | None], crash: int, rec: Recording, views: list[View], mode: Durability,
-                work: Path) -> None:  # fmt: skip
+                work: Path) -> None:
     """Reopen one crash state and check every promise; raises AssertionError saying which broke."""
     shutil.rmtree(work, ignore_errors=True)
     root = work / "root"
@@ -306,7 +307,7 @@ def _diff(got: View, want: View) -> str:
             ga = None if a is None else [(m.id, m.content, m.compacted_at is not None) for m in a.messages]
             gb = None if b is None else [(m.id, m.content, m.compacted_at is not None) for m in b.messages]
             parts.append(f"{sid[-6:]}: got {ga} {a and (a.meta, a.todo, set(a.kept_bad))} "
-                         f"want {gb} {b and (b.meta, b.todo, set(b.kept_bad))}")  # fmt: skip
+                         f"want {gb} {b and (b.meta, b.todo, set(b.kept_bad))}")
     return "; ".join(parts)
 
 

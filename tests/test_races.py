@@ -1,4 +1,4 @@
-"""Issue 3, item 3: real concurrent writers (processes and threads), rewrites racing appends,
+"""Real concurrent writers (processes and threads), rewrites racing appends,
 readers during rewrites, two stores in one thread, a killed lock holder and lock hand-over latency.
 """
 
@@ -14,6 +14,7 @@ from functools import partial
 from pathlib import Path
 
 from _fault_helpers import Child, fork_child, scaled, send
+from _helpers import messages_path, session_dir
 
 from koda_files import FileStore, KodaFilesError, Role
 
@@ -71,7 +72,7 @@ def test_processes_and_threads_append_to_one_session(tmp_path: Path) -> None:
     _writer_body(root, sid, PROCS, THREADS, PER_WRITER)  # the parent writes too
     for c in children:
         c.finish()
-    _check_writers(root / "sessions" / sid / "messages.jsonl", store, sid, PROCS + 1, THREADS, PER_WRITER)
+    _check_writers(messages_path(root, sid), store, sid, PROCS + 1, THREADS, PER_WRITER)
 
 
 def test_many_threads_of_one_process_keep_ids_in_file_order(tmp_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_many_threads_of_one_process_keep_ids_in_file_order(tmp_path: Path) -> N
     store = FileStore(root)
     sid = store.create_session("main", ".")
     _writer_body(root, sid, 0, 8, scaled(300, 3000))
-    _check_writers(root / "sessions" / sid / "messages.jsonl", store, sid, 1, 8, scaled(300, 3000))
+    _check_writers(messages_path(root, sid), store, sid, 1, 8, scaled(300, 3000))
 
 
 def test_compaction_racing_appends_keeps_every_message_exactly_once(tmp_path: Path) -> None:
@@ -279,7 +280,7 @@ def test_blocked_append_gets_the_lock_within_milliseconds_of_release(tmp_path: P
         released = float(out.split(b"released ")[1])
         latencies.append(finished[0] - released)
     assert statistics.median(latencies) < 0.008, f"hand-over latencies {latencies}"
-    assert os.path.exists(root / "sessions" / sid / ".lock")
+    assert os.path.exists(session_dir(root, sid) / ".lock")
 
 
 def test_a_writer_is_not_starved_by_back_to_back_compactions(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _helpers import tool_calls_json
+from _helpers import append_to_log, messages_path, sessions_dir, tool_calls_json
 
 from koda_files import FileStore, Role, TokenUsage
 
@@ -59,13 +59,12 @@ def store(tmp_path: Path) -> FileStore:
     store.insert_message(b, Role.ASSISTANT, "", "grep(pattern) -- not JSON", usage=TokenUsage(7, 1))
     both = json.dumps([json.loads(tool_calls_json("c2"))[0], {"id": "c3", "function": {"name": "grep"}}])
     store.insert_message(b, Role.ASSISTANT, None, both, usage=TokenUsage(9, 2))
-    with open(store.root / "sessions" / b / "messages.jsonl", "ab") as f:
-        f.write(b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
+    append_to_log(store.root, b, b'{"id": 500, "role": "user", "content": "test_add, torn by hand\n')
     store.insert_message(b, Role.ASSISTANT, "after the broken line")
     store.create_session("empty", tmp_path / "other")
     # A session compacted by the first layout: its archived lines carry their own compacted_at.
     c = store.create_session("old", project)
-    (store.root / "sessions" / c / "messages.jsonl").write_bytes(LAYOUT_1_LOG)
+    messages_path(store.root, c).write_bytes(LAYOUT_1_LOG)
     return store
 
 
@@ -88,11 +87,11 @@ def _run(store: FileStore, command: str) -> str:
         KODA_FILES_DIR=str(store.root), PATH=BIN + os.pathsep + env.get("PATH", ""),
         GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
         GIT_COMMITTER_EMAIL="t@example.com", GIT_CONFIG_GLOBAL=os.devnull,
-    )  # fmt: skip
+    )
     r = subprocess.run(
         ["bash", "-c", "set -eo pipefail; " + command], cwd=store.root, env=env, capture_output=True, text=True,
         timeout=120,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, (command, r.stdout, r.stderr)
     return r.stdout
 
@@ -122,7 +121,7 @@ def check_active(store: FileStore, out: str) -> None:
     want = [
         {"id": m.id, "role": m.role.value, "content": m.content}
         for s in _ids(store) for m in store.load_all_messages(s) if m.compacted_at is None
-    ]  # fmt: skip
+    ]
     assert got == want and all(r["role"] for r in got)
 
 
@@ -131,7 +130,7 @@ def check_archived(store: FileStore, out: str) -> None:
     want = [
         {"id": m.id, "role": m.role.value, "content": m.content}
         for s in _ids(store) for m in store.load_all_messages(s) if m.compacted_at is not None
-    ]  # fmt: skip
+    ]
     assert got == want and {r["id"] for r in got} >= {900, 901}  # both layouts
     assert any(r["content"] == "Fix test_add please.\nIt fails." for r in got)
 
@@ -144,7 +143,7 @@ def check_shown(store: FileStore, out: str) -> None:
 def check_rg(store: FileStore, out: str) -> None:
     got = dict(line.rsplit(":", 1) for line in out.splitlines())
     want = {}
-    for path in sorted((store.root / "sessions").rglob("*")):
+    for path in sorted(sessions_dir(store.root).rglob("*")):
         if path.is_file() and not path.name.startswith("."):
             n = sum(b"test_add" in line for line in path.read_bytes().splitlines())
             if n:
@@ -198,7 +197,7 @@ def test_every_recipe_has_a_check() -> None:
 
 
 @pytest.mark.parametrize("name", list(CHECKS))
-def test_recipe(store: FileStore, name: str) -> None:
+def test_recipe_runs_and_its_output_passes_its_check(store: FileStore, name: str) -> None:
     assert shutil.which("jq") and shutil.which("rg") and shutil.which("git"), "jq, rg and git are needed"
     commands = next(cmds for c, cmds in recipes() if c.startswith(name))
     if name == "Keep the history in git":

@@ -1,8 +1,9 @@
-"""Regressions: each test pins a bug found in a review of koda_files (all fixed since).
+"""Edge cases of the caches, of store-wide operations and of the koda.db import.
 
-Warm caches shared by threads, a context cache outliving its session, an append hiding a hand
-edit, one unreadable log breaking store-wide operations, odd koda databases (negative or
-64-bit-limit ids, trailing slashes in project roots) and idle time read through a symlink.
+A warm store sees hand edits and replaced sessions, its caches stay consistent under threads
+and asyncio, one unreadable log never breaks store-wide operations, odd koda databases (negative
+or 64-bit-limit ids, trailing slashes in project roots) import cleanly, and idle time is never
+read through a planted symlink.
 """
 
 from __future__ import annotations
@@ -14,29 +15,27 @@ import threading
 import time
 from pathlib import Path
 
+from _helpers import messages_path, session_dir, sessions_dir
+
 from koda_files import FileStore, KodaFilesError, Role, export_sqlite, import_sqlite
 
 INT64_MAX = 2**63 - 1
 
 
-def _log(root: Path, sid: str) -> Path:
-    return root / "sessions" / sid / "messages.jsonl"
-
-
 # ── caches ──
 
 
-def test_hand_edit_same_size_then_own_append_is_never_seen(tmp_path: Path) -> None:
-    """A person edits a line in place (same size, a later clock tick); the warm store then
-    appends. The store's `note_append` takes the file as current at the old offset and stamps
-    the cache with its own append time, so the edit is hidden from that store for good."""
+def test_same_size_hand_edit_stays_visible_after_the_store_appends(tmp_path: Path) -> None:
+    """A person edits a line in place (same size, a later clock tick), then the warm store
+    appends: both the warm store and a fresh one read the edit. The store's own append must not
+    make it take the edited file as the one it cached."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     store.insert_message(sid, Role.USER, "hello world")
     store.insert_message(sid, Role.ASSISTANT, "answer")
     assert [m.content for m in store.load_all_messages(sid)] == ["hello world", "answer"]
     time.sleep(0.05)  # a person's edit: well after the store's last write
-    path = _log(store.root, sid)
+    path = messages_path(store.root, sid)
     data = path.read_bytes()
     with open(path, "r+b") as f:  # in place, same size
         f.write(data.replace(b"hello world", b"HELLO WORLD"))
@@ -47,10 +46,10 @@ def test_hand_edit_same_size_then_own_append_is_never_seen(tmp_path: Path) -> No
     assert [m.content for m in store.load_all_messages(sid)] == ["HELLO WORLD", "answer", "next"]
 
 
-def test_context_cache_stale_after_session_replaced(tmp_path: Path) -> None:
-    """rm -rf of a session seen by a non-context read, then a different session copied in under
-    the same id: the new MessageLog starts again at generation 1, the ContextCache still holds
-    generation 1 of the old log, and `load_context` returns the old session's messages."""
+def test_load_context_reads_a_session_replaced_under_the_same_id(tmp_path: Path) -> None:
+    """rm -rf of a session, then a different session copied in under the same id: a warm store's
+    `load_context` returns the new session's messages, as a fresh store does, even though the
+    new log's cache generation numbers start again where the old one's did."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     store.insert_message(sid, Role.USER, "old question")
@@ -63,9 +62,9 @@ def test_context_cache_stale_after_session_replaced(tmp_path: Path) -> None:
     other.insert_message(src, Role.ASSISTANT, "new answer")
     other.insert_message(src, Role.USER, "new follow-up")
 
-    shutil.rmtree(store.root / "sessions" / sid)
+    shutil.rmtree(session_dir(store.root, sid))
     assert store.last_user_message(sid) == ""  # the warm store sees the removal
-    shutil.copytree(other.root / "sessions" / src, store.root / "sessions" / sid)
+    shutil.copytree(session_dir(other.root, src), session_dir(store.root, sid))
 
     fresh = FileStore(store.root)
     expected = [m.content for m in fresh.load_context(sid)]
@@ -74,8 +73,9 @@ def test_context_cache_stale_after_session_replaced(tmp_path: Path) -> None:
 
 
 def test_concurrent_readers_of_one_store_see_no_duplicates(tmp_path: Path) -> None:
-    """Reads take no lock, and the parsed-log cache of a session is shared by the threads of
-    one store: two threads refreshing it at once both parse the same new bytes."""
+    """Four threads read while one writes through the same store: every read sees distinct
+    ids in order. Reads take no lock and share one parsed-log cache, so two refreshing it at
+    once must not both add the same new bytes."""
     store = FileStore(tmp_path / "root")
     sid = store.create_session("main", "/p")
     errors: list[str] = []
@@ -102,10 +102,10 @@ def test_concurrent_readers_of_one_store_see_no_duplicates(tmp_path: Path) -> No
     assert len(store.load_all_messages(sid)) == 400
 
 
-def test_async_gather_of_writes_and_reads_leaves_cache_consistent(tmp_path: Path) -> None:
-    """`AsyncFileStore` runs each call in a worker thread; gathering inserts and reads on one
-    session races the unlocked refresh of the shared parsed log with `note_append` of the
-    writers, and the cache ends up holding doubled or missing messages for good."""
+def test_async_gather_of_writes_and_reads_leaves_the_cache_as_a_fresh_store_reads(tmp_path: Path) -> None:
+    """Gathered `AsyncFileStore` inserts and `load_context` calls on one session (each in a
+    worker thread) leave the warm store reading the same ids as a fresh one: the unlocked cache
+    refresh racing the writers' appends must not double or drop messages."""
     import asyncio
 
     from koda_files import AsyncFileStore
@@ -137,7 +137,7 @@ def _two_sessions_one_broken(tmp_path: Path) -> tuple[FileStore, str, int]:
     store.compact_session(good, "summary", 0)
     bad = store.create_session("main", "/p")
     store.insert_message(bad, Role.USER, "x")
-    log = _log(store.root, bad)
+    log = messages_path(store.root, bad)
     log.unlink()
     log.mkdir()  # damage: a directory where the log should be (a symlink does the same)
     return FileStore(store.root), good, msg_id
@@ -156,10 +156,10 @@ def test_purge_survives_one_unreadable_log(tmp_path: Path) -> None:
 def test_mark_message_complete_survives_one_unreadable_log(tmp_path: Path) -> None:
     store, good, msg_id = _two_sessions_one_broken(tmp_path)
     # The broken session is the most recently modified: the cold search visits it first.
-    os.utime(store.root / "sessions", None)
-    for entry in (store.root / "sessions").iterdir():
+    os.utime(sessions_dir(store.root), None)
+    for entry in sessions_dir(store.root).iterdir():
         if entry.name != good:
-            os.utime(entry / "messages.jsonl", (time.time() + 100, time.time() + 100))
+            os.utime(messages_path(store.root, entry.name), (time.time() + 100, time.time() + 100))
     store.mark_message_complete(msg_id)
     assert store.load_all_messages(good)[0].completed_at is not None
 
@@ -196,9 +196,9 @@ def _koda_db(path: Path, sessions: list[tuple[str, str | None]], messages: list[
 
 
 def test_import_of_largest_sqlite_id_keeps_new_ids_in_64_bits(tmp_path: Path) -> None:
-    """koda ids are SQLite INTEGERs (64-bit). Importing a row with id 2**63-1 reserves the whole
-    range up to it, and the next insert is handed id 2**63: outside 64 bits, so the store can no
-    longer be exported to koda (and the README promises 64-bit integers)."""
+    """koda ids are SQLite INTEGERs (64-bit). After importing a row with id 2**63-1, the next
+    insert is refused or gets an id that still fits in 64 bits, and the store still exports to
+    a koda database (the README promises 64-bit integers)."""
     db = _koda_db(
         tmp_path / "koda.db",
         [("s1", "/p")],
@@ -215,9 +215,9 @@ def test_import_of_largest_sqlite_id_keeps_new_ids_in_64_bits(tmp_path: Path) ->
     export_sqlite(store, tmp_path / "back.db")
 
 
-def test_import_normalises_project_root(tmp_path: Path) -> None:
-    """`list_sessions(limit, project_root)` compares `os.path.abspath` forms; an imported
-    project root is stored as koda wrote it, so `/work/app/` never matches `/work/app`."""
+def test_import_normalises_a_trailing_slash_in_project_root(tmp_path: Path) -> None:
+    """An imported project root written `/work/app/` by koda is found by
+    `list_sessions(limit, "/work/app")`, which compares `os.path.abspath` forms."""
     project = tmp_path / "app"
     project.mkdir()
     db = _koda_db(tmp_path / "koda.db", [("s1", str(project) + "/")], [(1, "s1", "user", "hi")])
@@ -226,27 +226,27 @@ def test_import_normalises_project_root(tmp_path: Path) -> None:
     assert [i.id for i in store.list_sessions(10, project)] == ["s1"]
 
 
-# ── ids ──
+# ── planted symlinks ──
 
 
 def test_idle_time_is_not_read_through_a_session_symlink(tmp_path: Path) -> None:
-    """A symlink planted as a session reads as absent everywhere else (`load_context` is []),
-    but `get_session_idle_secs` / `session_last_accessed` stat files through it, outside the root."""
+    """A symlink planted as a session reads as absent: `load_context` is [] and
+    `get_session_idle_secs` / `session_last_accessed` are None, with no stat outside the root."""
     store = FileStore(tmp_path / "root")
     store.create_session("main", "/p")
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "messages.jsonl").write_bytes(b'{"id":1,"role":"user","content":"LEAKED"}\n')
-    (store.root / "sessions" / "victim").symlink_to(outside)
+    session_dir(store.root, "victim").symlink_to(outside)
     assert store.load_context("victim") == []
     assert store.get_session_idle_secs("victim") is None
     assert store.session_last_accessed("victim") is None
 
 
 def test_import_of_negative_ids_does_not_reissue_ids(tmp_path: Path) -> None:
-    """A database whose message ids are all negative (SQLite accepts any explicit INTEGER id)
-    makes the import reserve a negative count of ids: the allocator's next id moves backwards
-    and the renumbered session is given ids this store already handed out."""
+    """Importing a database whose message ids are all negative (SQLite accepts any explicit
+    INTEGER id) gives the session ids this store never handed out, and later inserts get ids
+    above all of them: the id allocator never moves backwards."""
     store = FileStore(tmp_path / "root")
     a = store.create_session("main", "/p")
     before = [store.insert_message(a, Role.USER, f"m{i}") for i in range(3)]

@@ -22,9 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-import orjson
 import pytest
-from _helpers import messages_path, tool_calls_json
+from _helpers import append_line, messages_path, tool_calls_json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,12 +44,6 @@ def _filled(store: FileStore, turns: int = 30) -> str:
         store.insert_message(sid, Role.TOOL, f"result {i}", None, f"c{i}")
         store.insert_message(sid, Role.ASSISTANT, f"answer {i}", usage=TokenUsage(20, 7))
     return sid
-
-
-def _append_line(root: Path, sid: str, record: dict[str, object] | bytes) -> None:
-    line = record if isinstance(record, bytes) else orjson.dumps(record)
-    with open(messages_path(root, sid), "ab") as f:
-        f.write(line + b"\n")
 
 
 # ── Message ──
@@ -106,7 +99,7 @@ def test_a_line_shaped_like_good_ones_but_of_a_wrong_type_is_rejected(
     assert store.load_all_messages(sid)  # lines of this shape are now known to be good
     bad = {**good, "id": 9999, field: value}
     assert list(bad) == list(good) or field == "session_id"
-    _append_line(root, sid, bad)
+    append_line(root, sid, bad)
     line_no = len(messages_path(root, sid).read_bytes().splitlines())
     with caplog.at_level(logging.WARNING, logger="koda_files"):
         for reader in (store, FileStore(root)):  # warm (an append read) and cold
@@ -136,8 +129,8 @@ def test_a_line_archived_on_its_own_line_is_not_in_the_context(root: Path, key: 
     store = FileStore(root)
     sid = _filled(store, 5)
     archived = b'{"id":900,"role":"user","content":"old question",' + key + b':"2024-01-01T00:00:00Z"}'
-    _append_line(root, sid, archived)
-    _append_line(root, sid, {"id": 901, "role": "user", "content": "new question"})
+    append_line(root, sid, archived)
+    append_line(root, sid, {"id": 901, "role": "user", "content": "new question"})
     for reader in (FileStore(root), store):
         assert [m.content for m in reader.load_context(sid)][-2:] == ["answer 4", "new question"]
         assert [m.compacted_at for m in reader.load_all_messages(sid) if m.id == 900] == ["2024-01-01T00:00:00Z"]
@@ -149,8 +142,8 @@ def test_a_completion_key_in_a_message_line_turns_tracking_on(root: Path) -> Non
     store = FileStore(root)
     sid = _filled(store, 2)
     assert [m.content for m in FileStore(root).load_context(sid)][-1:] == ["answer 1"]
-    _append_line(root, sid, {"id": 900, "role": "assistant", "content": "done", "completed_at": "2024-01-01T00:00:00Z"})
-    _append_line(root, sid, {"id": 901, "role": "assistant", "content": "cut off"})
+    append_line(root, sid, {"id": 900, "role": "assistant", "content": "done", "completed_at": "2024-01-01T00:00:00Z"})
+    append_line(root, sid, {"id": 901, "role": "assistant", "content": "cut off"})
     assert [m.content for m in FileStore(root).load_context(sid)] == ["question 0", "question 1", "done"]
 
 
@@ -277,8 +270,8 @@ def test_last_queries_on_a_current_log_take_one_stat_and_no_lock(root: Path) -> 
         release.set()
         thread.join()
     # And still exact: another process's append is seen by the next query.
-    _append_line(root, sid, {"id": 5000, "role": "user", "content": "typed elsewhere"})
-    _append_line(root, sid, {"id": 5001, "role": "assistant", "tool_calls": tool_calls_json("z")})
+    append_line(root, sid, {"id": 5000, "role": "user", "content": "typed elsewhere"})
+    append_line(root, sid, {"id": 5001, "role": "assistant", "tool_calls": tool_calls_json("z")})
     assert store.last_user_message(sid) == "typed elsewhere"
     assert store.has_pending_tool_calls(sid)
 

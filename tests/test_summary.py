@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from _cli import Cli
+from _helpers import messages_path, session_dir
 
 from koda_files import FileStore, Role
 from koda_files import _summary as summary_module
@@ -67,7 +68,7 @@ def build(root: Path, n: int = 6) -> tuple[FileStore, list[str]]:
 
 def drop_archived_by_hand(root: Path, sid: str) -> None:
     """Cut what is above the last compaction line (the archived messages), in place."""
-    path = root / "sessions" / sid / "messages.jsonl"
+    path = messages_path(root, sid)
     lines = path.read_bytes().splitlines(keepends=True)
     last = max(i for i, line in enumerate(lines) if b'"compaction"' in line)
     kept = lines[last:]
@@ -141,9 +142,9 @@ def test_sessions_copied_in_or_removed_by_hand_are_seen_at_once(tmp_path: Path) 
     root = tmp_path / "root"
     store, ids = build(root)
     answers(store)
-    shutil.copytree(root / "sessions" / ids[0], root / "sessions" / "copied-in-by-hand")
+    shutil.copytree(session_dir(root, ids[0]), session_dir(root, "copied-in-by-hand"))
     assert answers(store) == truth(root, tmp_path)
-    shutil.rmtree(root / "sessions" / ids[2])
+    shutil.rmtree(session_dir(root, ids[2]))
     assert answers(store) == truth(root, tmp_path)
     assert "copied-in-by-hand" in [i.id for i in store.list_sessions(20, "/p")]
 
@@ -207,7 +208,7 @@ def test_rows_returned_are_exact_even_before_the_next_write(tmp_path: Path) -> N
     root = tmp_path / "root"
     store, ids = build(root)
     answers(store)
-    path = root / "sessions" / ids[5] / "messages.jsonl"
+    path = messages_path(root, ids[5])
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-2]))  # the newest session loses its last prompt and answer
     listed = {i.id: i.message_count for i in FileStore(root).list_sessions(3, "/p")}

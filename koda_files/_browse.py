@@ -2,32 +2,62 @@
 
 Everything here answers from the derived index and file stats (`stat`, never a parse of a log
 whose summary is current), so listing a large store costs milliseconds; search reads the logs
-but parses only lines whose bytes contain the pattern. `FileStore` inherits these methods.
+but parses only lines whose bytes contain the pattern. `FileStore` hands these to `Browse`.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from ._layout import LAYOUT_FILE, SESSIONS, validate_session_id
 from ._protocol import StrPath
-from ._resume import ResumeState
-from .types import SearchHit, SessionOverview
+from ._resume import Resume
+from ._root import StoreRoot
+from .types import SearchHit, SessionInfo, SessionOverview
 
-__all__ = ["Browsing"]
+__all__ = ["Browse"]
 
 # The store's own files directly under the root; anything else there (.git, .venv) is not ours.
 _ROOT_FILES = (LAYOUT_FILE, ".ids", ".index")
 
 
-class Browsing(ResumeState):
+class Browse:
     """Read-only views over every session of a store."""
+
+    def __init__(self, root: StoreRoot, resume: Resume) -> None:
+        self._root = root
+        self._resume = resume
+
+    def list_sessions(self, limit: int, wanted: str | None) -> list[SessionInfo]:
+        """See `FileStore.list_sessions`; `wanted` is the normalised project root (None: every one)."""
+        rows = self._root.summary.sessions(wanted, limit)
+        if rows is not None:
+            return [SessionInfo(r[1], r[2], r[0], r[3], r[4], r[5], r[6], r[7]) for r in rows]
+        ids = self._root.session_ids()
+        found: list[tuple[str, str, dict[str, Any]]] = []
+        for sid, header in self._root.index.headers(ids).items():
+            root = header.get("project_root")
+            if wanted is None or root is None or root == wanted:
+                found.append((str(header.get("created_at") or ""), sid, header))
+        out = []
+        for created, sid, header in heapq.nlargest(limit, found, key=lambda r: (r[0], r[1])):
+            n = self._root.index.summary(sid)
+            root = header.get("project_root")
+            out.append(
+                SessionInfo(
+                    sid, str(header.get("agent_name") or ""), created, n.count, n.tokens,
+                    root if isinstance(root, str) else None, _text(header.get("title")), _text(header.get("mode")),
+                )
+            )
+        self._root.index.save(ids)
+        return out
 
     def session_ids(self) -> list[str]:
         """Ids of every session under the root, sorted (UUIDv7 ids sort by creation)."""
-        return sorted(self._session_ids())
+        return sorted(self._root.session_ids())
 
     def session_overview(self, session_id: str) -> SessionOverview | None:
         """One session's overview; None if it does not exist (or its header is unreadable)."""
@@ -37,28 +67,28 @@ class Browsing(ResumeState):
     def session_overviews(self, project_root: StrPath | None = None) -> list[SessionOverview]:
         """Every session (or those of `project_root` and those without a project), last activity first."""
         wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
-        ids = self._session_ids()
+        ids = self._root.session_ids()
         rows = self._overviews(ids, wanted)
-        self._index.save(ids)
+        self._root.index.save(ids)
         rows.sort(key=lambda r: (r.last_activity, r.id), reverse=True)
         return rows
 
     def _overviews(self, ids: list[str], wanted: str | None) -> list[SessionOverview]:
         rows = []
-        for sid, header in self._index.headers(ids).items():
+        for sid, header in self._root.index.headers(ids).items():
             root = header.get("project_root")
             if wanted is not None and root is not None and root != wanted:
                 continue
-            n = self._index.summary(sid)
+            n = self._root.index.summary(sid)
             created = str(header.get("created_at") or "")
             rows.append(
                 SessionOverview(
                     sid, str(header.get("agent_name") or ""), created,
-                    self.session_last_accessed(sid) or created, n.count, n.archived, n.tokens,
+                    self._resume.session_last_accessed(sid) or created, n.count, n.archived, n.tokens,
                     root if isinstance(root, str) else None, _text(header.get("title")),
                     _text(header.get("mode")), n.first_user,
                 )
-            )  # fmt: skip
+            )
         return rows
 
     def disk_usage(self) -> int:
@@ -66,10 +96,10 @@ class Browsing(ResumeState):
         total = 0
         for name in _ROOT_FILES:
             try:
-                total += os.lstat(self.root / name).st_size
+                total += os.lstat(self._root.root / name).st_size
             except OSError:
                 continue
-        for dirpath, _dirs, files in os.walk(self.root / SESSIONS):
+        for dirpath, _dirs, files in os.walk(self._root.root / SESSIONS):
             for name in files:
                 try:
                     total += os.lstat(os.path.join(dirpath, name)).st_size
@@ -80,7 +110,6 @@ class Browsing(ResumeState):
     def search(
         self,
         pattern: str,
-        *,
         regex: bool = False,
         tools: bool = False,
         archived: bool = False,
@@ -98,16 +127,13 @@ class Browsing(ResumeState):
 
         query = Query.make(pattern, regex, tools, archived, roles, since)
         wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
-        ids = self._session_ids()
+        ids = self._root.session_ids()
         if wanted is not None:
-            headers = self._index.headers(ids)
+            headers = self._root.index.headers(ids)
             ids = [s for s in ids if headers.get(s, {}).get("project_root") in (None, wanted)]
-        return search_sessions(self._sessions_dir, _by_activity(self, ids), query, progress)
-
-
-def _by_activity(store: Browsing, ids: list[str]) -> list[str]:
-    stamps = {sid: store._last_access_ns(sid) or 0 for sid in ids}
-    return sorted(ids, key=lambda s: (stamps[s], s), reverse=True)
+        stamps = {sid: self._resume.last_access_ns(sid) or 0 for sid in ids}
+        ids.sort(key=lambda s: (stamps[s], s), reverse=True)
+        return search_sessions(self._root.sessions_dir, ids, query, progress)
 
 
 def _text(value: object) -> str | None:

@@ -24,19 +24,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ._codec import LineError, decode_entry
-from ._fileops import atomic_write, open_append, open_read, remove_entry, sync, write_all
-from ._layout import MESSAGES, METADATA, SESSIONS, utc_now, validate_session_id
-from ._session import SessionDir, read_header
-from .errors import ConcurrentEditError, KodaFilesError, SessionNotFoundError
+from ._fileops import open_append, open_read, remove_entry, sync, write_all
+from ._header import read_header
+from ._layout import MESSAGES, METADATA, utc_now, validate_session_id
+from ._root import StoreRoot
+from ._session import SessionDir
+from .errors import KodaFilesError, SessionNotFoundError
 from .types import CheckReport, Problem
-
-if TYPE_CHECKING:
-    from .store import FileStore
 
 __all__ = ["QUARANTINE", "STAGING_GRACE_SECONDS", "check_store"]
 
@@ -50,9 +49,9 @@ _BOM = b"\xef\xbb\xbf"
 _CHUNK = 1 << 20
 
 
-def check_store(store: FileStore, repair: bool) -> CheckReport:
+def check_store(store: StoreRoot, repair: bool) -> CheckReport:
     """Check every session under the store's root; with `repair`, fix what can be fixed safely."""
-    sessions_dir = store.root / SESSIONS
+    sessions_dir = store.sessions_dir
     problems: list[Problem] = []
     problems += _root_leftovers(store.root, repair)
     try:
@@ -79,7 +78,7 @@ def check_store(store: FileStore, repair: bool) -> CheckReport:
             problems.append(Problem("not-a-session", str(path), sid, None, "not a directory"))
             continue
         count += 1
-        with store._session(sid) as s:
+        with store.session(sid) as s:
             problems += _check_session(s, repair)
     return CheckReport(count, tuple(problems))
 
@@ -138,8 +137,8 @@ def _leftover(path: Path, sid: str | None, detail: str, repair: bool) -> Problem
 def _maybe_locked(s: SessionDir) -> Iterator[bool]:
     """Hold the session lock if it can be had (True); a read-only root is checked without it."""
     try:
-        s.mutex.acquire()
-    except FileNotFoundError:
+        s.lock()
+    except SessionNotFoundError:
         raise SessionNotFoundError(s.id, "deleted during the check") from None
     except OSError:
         yield False
@@ -147,7 +146,7 @@ def _maybe_locked(s: SessionDir) -> Iterator[bool]:
     try:
         yield True
     finally:
-        s.mutex.release()
+        s.unlock()
 
 
 def _check_session(s: SessionDir, repair: bool) -> list[Problem]:
@@ -157,7 +156,7 @@ def _check_session(s: SessionDir, repair: bool) -> list[Problem]:
     except SessionNotFoundError:
         return []
     if repair and not locked:
-        why = f"not repaired: the session lock {s.mutex.path} cannot be taken (a read-only root?)"
+        why = f"not repaired: the session lock {s.lock_path} cannot be taken (a read-only root?)"
         problems = [replace(p, detail=f"{p.detail}; {why}" if p.detail else why) for p in problems]
     return problems
 
@@ -306,9 +305,6 @@ def _repair_log(s: SessionDir, scan: _Scan) -> None:
     def lines() -> Iterator[bytes]:
         fd = open_read(s.messages_path)
         try:
-            held = os.fstat(fd)
-            if (held.st_ino, held.st_size, held.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-                raise ConcurrentEditError(s.messages_path, "the repair")
             for line_no, raw in _raw_lines(fd):
                 if line_no in drop:
                     continue
@@ -316,5 +312,4 @@ def _repair_log(s: SessionDir, scan: _Scan) -> None:
         finally:
             os.close(fd)
 
-    atomic_write(s.messages_path, lines())
-    s.forget_appends()
+    s.replace_log(lines(), before, "the repair")

@@ -7,7 +7,7 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
 
@@ -34,6 +34,7 @@ __all__ = [
     "encode_completion",
     "encode_new",
     "encode_record",
+    "encode_record_line",
     "encode_thinking",
     "field_suffix",
     "fold_fields",
@@ -129,6 +130,17 @@ def encode_record(
         record["agent_name"] = agent_name
     record["created_at"] = created_at
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def encode_record_line(record: Mapping[str, Any], session_id: str, index: int) -> bytes:
+    """One line of `messages.jsonl` from a whole record (a message or an annotation), checked
+    as a reader checks it; `ValueError` naming record `index` otherwise."""
+    try:
+        line = orjson.dumps(dict(record), option=orjson.OPT_APPEND_NEWLINE)
+        decode_entry(line, session_id)
+    except (TypeError, orjson.JSONEncodeError, LineError) as exc:
+        raise ValueError(f"session {session_id!r}: record {index} is not a message: {exc}") from None
+    return line
 
 
 def check_usage(usage: object) -> TokenUsage | None:

@@ -21,7 +21,7 @@ from ._layout import utc_now, validate_session_id
 from ._root import StoreRoot
 from .types import SessionEvent
 
-__all__ = ["EVENTS", "EventsMixin", "encode_event", "read_events"]
+__all__ = ["EVENTS", "Events", "encode_event", "read_events"]
 
 log = logging.getLogger("koda_files")
 
@@ -74,8 +74,11 @@ def _parse(raw: bytes, path: Path, session_id: str) -> list[SessionEvent]:
     return out
 
 
-class EventsMixin(StoreRoot):
-    """`insert_session_event` / `load_session_events`."""
+class Events:
+    """`insert_session_event` / `load_session_events` over a store's `StoreRoot`."""
+
+    def __init__(self, root: StoreRoot) -> None:
+        self._root = root
 
     def insert_session_event(
         self, session_id: str, kind: str, payload: str, parent_tool_call_id: str | None = None
@@ -85,11 +88,11 @@ class EventsMixin(StoreRoot):
         check_text("payload", payload, optional=False)
         check_text("parent_tool_call_id", parent_tool_call_id)
         validate_session_id(session_id)
-        with self._session(session_id) as s, s.locked():
+        with self._root.session(session_id) as s, s.locked():
             path = s.path / EVENTS
             raw = read_file(path) or b""
             events = _parse(raw, path, session_id)
-            event_id = self._ids.take(max((e.id for e in events), default=0) + 1)
+            event_id = self._root.ids.take(max((e.id for e in events), default=0) + 1)
             line = encode_event(SessionEvent(event_id, session_id, kind, payload, parent_tool_call_id, utc_now()))
             # A torn tail (a crash mid-write) gets its newline first: never glue onto it.
             data = b"\n" + line if raw and not raw.endswith(b"\n") else line
@@ -102,7 +105,7 @@ class EventsMixin(StoreRoot):
 
     def load_session_events(self, session_id: str) -> list[SessionEvent]:
         """The session's events in insertion order; [] for a session without any (or absent)."""
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             if not s.is_dir():
                 return []
             return read_events(s.path / EVENTS, session_id)

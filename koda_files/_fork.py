@@ -14,11 +14,14 @@ from ._layout import utc_now, validate_session_id
 from ._root import StoreRoot
 from .types import Message, Role
 
-__all__ = ["ForkMixin"]
+__all__ = ["Fork"]
 
 
-class ForkMixin(StoreRoot):
+class Fork:
     """The message-writing methods of koda's newest contract beyond `insert_message`."""
+
+    def __init__(self, root: StoreRoot) -> None:
+        self._root = root
 
     def insert_tool_message_with_full(self, session_id: str, content: str, tool_call_id: str, full_content: str) -> int:
         """Append a tool result answering `tool_call_id`: `content` as shown, `full_content` whole.
@@ -30,9 +33,9 @@ class ForkMixin(StoreRoot):
         check_text("full_content", full_content, optional=False)
         validate_session_id(session_id)
         line = encode_new(Role.TOOL, content, None, tool_call_id, None, None, utc_now(), full_content)
-        with self._session(session_id) as s, s.locked():
-            msg_id = s.append(line, self._ids.take)
-        self._last_append = (session_id, msg_id)
+        with self._root.session(session_id) as s, s.locked():
+            msg_id = s.append(line, self._root.ids.take)
+        self._root.last_append = (session_id, msg_id)
         return msg_id
 
     def copy_messages_into_session(self, dest_session_id: str, messages: Sequence[Message]) -> None:
@@ -59,6 +62,6 @@ class ForkMixin(StoreRoot):
             if role is Role.ASSISTANT:
                 extra += field_suffix("completed_at", now)[:-1]
             records.append(add_field(line, extra + b"}") + b"\n" if extra else line)
-        with self._session(dest_session_id) as s, s.locked():
-            last = s.append_many(records, self._ids.take) + len(records) - 1
-        self._last_append = (dest_session_id, last)
+        with self._root.session(dest_session_id) as s, s.locked():
+            last = s.append_many(records, self._root.ids.take) + len(records) - 1
+        self._root.last_append = (dest_session_id, last)

@@ -28,8 +28,8 @@ from ._classify import COMPACTION, COMPACTION_MARK, classify, compaction_of
 from ._codec import ARCHIVED_MARK
 from ._fileops import atomic_write, read_file
 from ._framing import iter_file_lines
+from ._header import read_header
 from ._layout import MESSAGES, METADATA
-from ._session import read_header
 from .errors import KodaFilesError
 from .types import Message
 

@@ -7,7 +7,7 @@ be edited by hand. Reads take no lock (the file is replaced by rename, never wri
 
 from __future__ import annotations
 
-import threading
+from pathlib import Path
 
 import orjson
 
@@ -17,15 +17,15 @@ from ._locking import FileMutex
 from ._root import StoreRoot
 from .errors import CorruptFileError
 
-__all__ = ["KV_FILE", "KeyValueMixin", "read_kv"]
+__all__ = ["KV_FILE", "KeyValue"]
 
 KV_FILE = "kv.json"
 _KV_LOCK = ".kv.lock"
 
 
-def read_kv(store: StoreRoot) -> dict[str, str]:
+def _read_kv(root: Path) -> dict[str, str]:
     """The whole map; {} when there is no file. A file that is not a map of strings raises, naming it."""
-    path = store.root / KV_FILE
+    path = root / KV_FILE
     raw = read_file(path)
     if raw is None or not raw.strip():
         return {}
@@ -41,25 +41,22 @@ def read_kv(store: StoreRoot) -> dict[str, str]:
     return data
 
 
-class KeyValueMixin(StoreRoot):
-    """`kv_get`, `kv_set`, `kv_delete`, `kv_list_prefix`."""
+class KeyValue:
+    """`kv_get`, `kv_set`, `kv_delete`, `kv_list_prefix` over a store's `StoreRoot`."""
 
-    _kv_guard = threading.Lock()
+    def __init__(self, root: StoreRoot) -> None:
+        self._root = root
+        self._mutex = FileMutex(root.root / _KV_LOCK)
 
-    def _kv_mutex(self) -> FileMutex:
-        with self._kv_guard:
-            mutex: FileMutex | None = self.__dict__.get("_kv_mutex_obj")
-            if mutex is None:
-                mutex = FileMutex(self.root / _KV_LOCK)
-                self.__dict__["_kv_mutex_obj"] = mutex
-            return mutex
+    def close(self) -> None:
+        self._mutex.close()
 
     def _kv_change(self, key: str, value: str | None) -> None:
-        self._ensure_root()
-        mutex = self._kv_mutex()
+        self._root.ensure_root()
+        mutex = self._mutex
         mutex.acquire()
         try:
-            data = read_kv(self)
+            data = _read_kv(self._root.root)
             if data.get(key) == value:
                 return
             if value is None:
@@ -67,7 +64,7 @@ class KeyValueMixin(StoreRoot):
             else:
                 data[key] = value
             atomic_write(
-                self.root / KV_FILE,
+                self._root.root / KV_FILE,
                 [orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)],
             )
         finally:
@@ -76,7 +73,7 @@ class KeyValueMixin(StoreRoot):
     def kv_get(self, key: str) -> str | None:
         """The value stored under `key`, or None."""
         check_text("key", key, optional=False)
-        return read_kv(self).get(key)
+        return _read_kv(self._root.root).get(key)
 
     def kv_set(self, key: str, value: str) -> None:
         """Insert or replace `key`. Atomic: readers see the old file or the new one."""
@@ -92,4 +89,4 @@ class KeyValueMixin(StoreRoot):
     def kv_list_prefix(self, prefix: str) -> list[tuple[str, str]]:
         """(key, value) pairs whose key starts with `prefix` (case-sensitive, no wildcards), by key."""
         check_text("prefix", prefix, optional=False)
-        return sorted((k, v) for k, v in read_kv(self).items() if k.startswith(prefix))
+        return sorted((k, v) for k, v in _read_kv(self._root.root).items() if k.startswith(prefix))

@@ -30,7 +30,7 @@ from ._root import StoreRoot
 from ._session import SessionDir
 from .errors import MessageNotFoundError
 
-__all__ = ["RedactMixin"]
+__all__ = ["Redact"]
 
 _TEXT_FIELDS = ("content", "full_content", "thinking_content")
 
@@ -110,8 +110,11 @@ class _Plan:
         return iter(out) if changed else None
 
 
-class RedactMixin(StoreRoot):
-    """`clear_message_content`."""
+class Redact:
+    """`clear_message_content` over a store's `StoreRoot`."""
+
+    def __init__(self, root: StoreRoot) -> None:
+        self._root = root
 
     def clear_message_content(self, message_ids: Sequence[int], replacement: str) -> None:
         """Replace the content of these messages by `replacement`, leaving no copy of the old text.
@@ -123,11 +126,11 @@ class RedactMixin(StoreRoot):
         ids = {check_int("message_id", i) for i in message_ids}
         if not ids:
             return
-        candidates = [sid for sid in self._session_ids() if self._may_hold(sid, ids)]
+        candidates = [sid for sid in self._root.session_ids() if self._may_hold(sid, ids)]
         with contextlib.ExitStack() as stack:
             plans = []
             for sid in sorted(candidates):  # one lock order for every redaction: no deadlock
-                s = stack.enter_context(self._session(sid))
+                s = stack.enter_context(self._root.session(sid))
                 stack.enter_context(s.locked())
                 plan = _Plan(s, ids)
                 plan.scan()
@@ -135,11 +138,11 @@ class RedactMixin(StoreRoot):
                     plans.append(plan)
             missing = ids - set().union(*(p.found for p in plans))
             if missing:
-                raise MessageNotFoundError(missing, self._sessions_dir)
+                raise MessageNotFoundError(missing, self._root.sessions_dir)
             self._swap_all(plans, replacement)
 
     def _may_hold(self, session_id: str, ids: set[int]) -> bool:
-        path = self._sessions_dir / session_id / "messages.jsonl"
+        path = self._root.sessions_dir / session_id / "messages.jsonl"
         pattern = re.compile(rb'"id"\s*:\s*(\d+)')
         for _, line in iter_file_lines(path, with_tail=True):
             if any(int(n) in ids for n in pattern.findall(line)):
@@ -183,9 +186,7 @@ class RedactMixin(StoreRoot):
             for plan in plans:
                 # Every cache of these logs is stale: the parsed log, the context built on it,
                 # the append position. (Other stores see the new inode on their next read.)
-                with plan.s.cache_lock:
-                    plan.s.log.clear()
-                plan.s.forget_appends()
+                plan.s.forget_cache()
         for backup, _ in backups:
             unlink(backup)
         for plan in plans:

@@ -1,6 +1,6 @@
 """What koda restores when it resumes a session: title, approval mode, idle time, completion, interruption.
 
-These are the methods koda's contract gained after its first version; `FileStore` inherits them.
+`FileStore` hands these to its `Resume` collaborator.
 Title and mode are keys of `metadata.json`; idle time comes from file mtimes (an insert moves
 that of `messages.jsonl`, a `load_context` that of `.access`), so no read ever rewrites a file;
 completion is an annotation line appended to the log.
@@ -16,33 +16,24 @@ from collections.abc import Callable
 from typing import Any
 
 from ._codec import check_int, check_text, encode_completion, encode_thinking
-from ._completion import note_root_tracks
 from ._fileops import set_mtime, touch
 from ._layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
-from ._protocol import StrPath
 from ._root import StoreRoot
 from ._scan import backwards, logs_by_mtime
 from .errors import MessageNotFoundError, SessionNotFoundError
-from .types import Durability, Interruption, Message, Role
+from .types import Interruption, Message, Role
 
-__all__ = ["ResumeState"]
+__all__ = ["Resume"]
 
 
-class ResumeState(StoreRoot):
-    """Per-session state koda reads back on resume."""
+class Resume:
+    """Per-session state koda reads back on resume, over a store's `StoreRoot`."""
 
-    _tracking_noted = False  # this store has recorded the root's `.tracks-completion`
-
-    def __init__(
-        self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
-    ) -> None:
-        """`tracks_completion=True`: this caller marks every finished assistant message, so every
-        session it creates tracks completion from its first turn (see `completion`)."""
-        super().__init__(root, durability=durability)
-        self.tracks_completion = tracks_completion
+    def __init__(self, root: StoreRoot) -> None:
+        self._root = root
 
     def _get_header_text(self, session_id: str, name: str) -> str | None:
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             if not s.is_dir():
                 return None
             value = s.header().get(name)
@@ -55,7 +46,7 @@ class ResumeState(StoreRoot):
             header[name] = value
             return True
 
-        self._update_header(session_id, change)
+        self._root.update_header(session_id, change)
 
     def set_session_title(self, session_id: str, title: str) -> None:
         """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
@@ -75,11 +66,11 @@ class ResumeState(StoreRoot):
         """The session's approval mode, or None (also for a session that does not exist)."""
         return self._get_header_text(session_id, "mode")
 
-    def _last_access_ns(self, session_id: str) -> int | None:
+    def last_access_ns(self, session_id: str) -> int | None:
         # An insert (or a completion mark) moves the mtime of a non-empty messages.jsonl; a
         # load_context moves that of `.access`. A new session's log is empty: it does not count.
         validate_session_id(session_id)
-        directory = f"{self._sessions_dir}/{session_id}"
+        directory = f"{self._root.sessions_dir}/{session_id}"
         try:
             if not stat.S_ISDIR(os.stat(directory, follow_symlinks=False).st_mode):
                 return None  # a symlink or a file planted as a session: nothing is read through it
@@ -96,14 +87,14 @@ class ResumeState(StoreRoot):
 
     def get_session_idle_secs(self, session_id: str) -> int | None:
         """Whole seconds since the last insert or `load_context` of the session; None if never."""
-        last = self._last_access_ns(session_id)
+        last = self.last_access_ns(session_id)
         if last is None:
             return None
         return max(0, (time.time_ns() - last) // 1_000_000_000)
 
     def session_last_accessed(self, session_id: str) -> str | None:
         """When the session was last accessed (see `get_session_idle_secs`), as ISO 8601 UTC; or None."""
-        last = self._last_access_ns(session_id)
+        last = self.last_access_ns(session_id)
         if last is None:
             return None
         seconds, nanos = divmod(last, 1_000_000_000)
@@ -119,7 +110,7 @@ class ResumeState(StoreRoot):
         if moment is None:
             raise ValueError(f"not an ISO 8601 time: {when!r}")
         at_ns = int(moment.timestamp() * 1_000_000) * 1000
-        with self._session(session_id) as s, s.locked():
+        with self._root.session(session_id) as s, s.locked():
             newest = s.newest(lambda m: m)
             created = parse_time(newest.created_at or "") if newest is not None else None
             log_ns = max(at_ns, int(created.timestamp() * 1_000_000) * 1000) if created else at_ns
@@ -140,7 +131,7 @@ class ResumeState(StoreRoot):
         check_int("message_id", message_id)
         stamp = utc_now()
         self._annotate(message_id, lambda m: None if m.completed_at else encode_completion(message_id, stamp))
-        self._note_tracking()
+        self._root.note_tracking()
 
     def update_message_thinking_content(self, message_id: int, thinking_content: str) -> None:
         """Set the model's reasoning behind message `message_id` (`Message.thinking_content`).
@@ -156,38 +147,22 @@ class ResumeState(StoreRoot):
     def _annotate(self, message_id: int, line_for: Callable[[Message], bytes | None]) -> None:
         """Append `line_for(message)` (None: nothing) to the log holding message `message_id`."""
         tried: set[str] = set()
-        for sid in self._likely_sessions(message_id):
+        for sid in self._root.sessions_holding(message_id):
             if sid not in tried:
                 tried.add(sid)
                 if self._complete_in(sid, message_id, line_for):
                     return
-        untried = [sid for sid in self._session_ids() if sid not in tried]
-        for _, sid in logs_by_mtime(self._sessions_dir, untried):
-            with contextlib.closing(backwards(self._sessions_dir / sid / MESSAGES, sid)) as newest_first:
+        untried = [sid for sid in self._root.session_ids() if sid not in tried]
+        for _, sid in logs_by_mtime(self._root.sessions_dir, untried):
+            with contextlib.closing(backwards(self._root.sessions_dir / sid / MESSAGES, sid)) as newest_first:
                 found = any(m.id == message_id for m in newest_first)
             if found and self._complete_in(sid, message_id, line_for):
                 return
-        raise MessageNotFoundError(message_id, self._sessions_dir)
-
-    def _note_tracking(self) -> None:
-        """The root has seen a completion mark: sessions created from now on track completion."""
-        if not self._tracking_noted:
-            note_root_tracks(self.root)
-            self._tracking_noted = True
-
-    def _likely_sessions(self, message_id: int) -> list[str]:
-        """Sessions known in memory to hold `message_id`: the last insert, then parsed logs."""
-        out = []
-        last = self._last_append
-        if last is not None and last[1] == message_id:
-            out.append(last[0])
-        with self._handles_lock:
-            out += [sid for sid, h in self._handles.items() if h.log.exists and message_id in h.log.where]
-        return out
+        raise MessageNotFoundError(message_id, self._root.sessions_dir)
 
     def _complete_in(self, session_id: str, message_id: int, line_for: Callable[[Message], bytes | None]) -> bool:
         """Annotate the message if this session holds it (checked under its lock)."""
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             try:
                 with s.locked():
                     found = s.find(message_id)
@@ -206,7 +181,7 @@ class ResumeState(StoreRoot):
         Judged on `load_context`'s answer (without recording an access), skipping system
         messages as koda does: a dropped call or an interrupted reply leaves the prompt unanswered.
         """
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             context = s.load_context(access=False)
         last = next((m for m in reversed(context) if m.role is not Role.SYSTEM), None)
         if last is None:

@@ -13,7 +13,6 @@ Lines that carry their own `compacted_at` (the first layout) are read and purged
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -35,7 +34,7 @@ from ._classify import (
 )
 from ._codec import ARCHIVED_MARK, Completion, with_id
 from ._completion import COMPACTION_HINT, counts_as_mark
-from ._fileops import Piece, atomic_write, open_read, set_mtime
+from ._fileops import Piece, open_read, set_mtime
 from ._framing import body, iter_lines_backwards, iter_raw_lines, lines_containing
 from ._layout import parse_time, utc_now
 from ._sanitize import CallOwners, group_start
@@ -62,19 +61,10 @@ def _records(summary: str, now: str, tracks_completion: bool) -> list[bytes]:
     return [orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in (line, hint)]
 
 
-def _replace(s: SessionDir, before: os.stat_result, pieces: list[Piece]) -> None:
+def _replace(s: SessionDir, before: os.stat_result, pieces: list[Piece], what: str) -> None:
     """Replace the log by `pieces` unless someone edited it meanwhile. In "flush" mode without
     the directory sync: a power cut may undo the rename, never leave half of it."""
-    atomic_write(s.messages_path, itertools.chain(pieces, _unchanged(s, before)), sync_dir=s.durable)
-
-
-def _unchanged(s: SessionDir, before: os.stat_result) -> Iterator[Piece]:
-    """A last piece that checks, once everything is copied, that nobody edited the file meanwhile."""
-    now = os.stat(s.messages_path, follow_symlinks=False)
-    if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
-        # Someone edited the file by hand while we read it: write nothing.
-        raise ConcurrentEditError(s.messages_path, "the rewrite")
-    yield from ()
+    s.replace_log(pieces, before, what, sync_dir=s.durable)
 
 
 class _Active(NamedTuple):
@@ -88,14 +78,11 @@ class _Active(NamedTuple):
 
 def _from_cache(s: SessionDir, before: os.stat_result) -> _Active | None:
     """From the session's parsed log, when it is the file as it is now: nothing to decode."""
-    if not s.log.exists:
+    cached = s.cached_active(before)
+    if cached is None:
         return None
-    with s.cache_lock:
-        log = s.refresh()
-        if not log.matches(before):
-            return None
-        s.context.update(log.active, log.generation, log.patched, s.tracks_completion())
-        return _Active(s.context.owners(), None, log.largest_id, s.tracks_completion())
+    owners, largest, tracks = cached
+    return _Active(owners, None, largest, tracks)
 
 
 def _from_file(fd: int, before: os.stat_result, session_id: str, tracks_header: bool) -> _Active:
@@ -173,7 +160,7 @@ def compact_lines(
             cut = active.offsets[archived]
         else:
             cut = _tail_start(fd, before.st_size, s, count - archived)
-        _replace(s, before, [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)])
+        _replace(s, before, [(fd, 0, cut), inserted, (fd, cut, before.st_size - cut)], "the compaction")
         return archived
     finally:
         os.close(fd)
@@ -225,7 +212,7 @@ def purge_lines(s: SessionDir, min_age_days: int, *, dry_run: bool = False) -> t
         shrunk = before.st_size - sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
         if dry_run:
             return dropped, shrunk
-        _replace(s, before, pieces)
+        _replace(s, before, pieces, "the purge")
     finally:
         os.close(fd)
     # Purging is housekeeping, not a use of the session: keep the log's mtime (its idle time).

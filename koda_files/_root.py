@@ -3,7 +3,8 @@
 It creates the root on first write and checks its layout version, lists session directories
 (leaving out dot-entries, symlinks and names that are not ids), keeps a bounded cache of
 `SessionDir` handles (descriptors and parsed logs of the sessions used last), and owns the id
-allocator and the derived session index.
+allocator, the derived session index and the root summary. `FileStore` and its collaborators
+(resume state, events, key-value, forks, redaction, browsing, check) share one `StoreRoot`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from ._completion import note_root_tracks
 from ._fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
+from ._header import encode_header
 from ._ids import IdAllocator
 from ._index import SessionIndex
 from ._layout import (
@@ -38,7 +41,7 @@ from ._layout import (
 from ._locking import FileMutex
 from ._protocol import StrPath
 from ._scan import largest_id
-from ._session import NOT_CURRENT, SessionDir, encode_header
+from ._session import NOT_CURRENT, SessionDir
 from ._summary import RootSummary
 from .errors import CorruptFileError, NotAStoreError, UnsupportedLayoutError
 from .types import Durability, Message
@@ -50,52 +53,48 @@ log = logging.getLogger("koda_files")
 _DURABILITY = ("flush", "fsync")
 _MAX_HANDLES = 64
 _T = TypeVar("_T")
-_S = TypeVar("_S", bound="StoreRoot")
 
 
 class StoreRoot:
-    """The root of a store and the handles of its sessions; `FileStore` builds on it."""
+    """The root of a store, the handles of its sessions, its id allocator, index and summary."""
 
-    def __init__(self, root: StrPath | None = None, *, durability: Durability = "flush") -> None:
+    def __init__(
+        self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
+    ) -> None:
         if durability not in _DURABILITY:
             raise ValueError(f"durability must be 'flush' or 'fsync', not {durability!r}")
         self.root = Path(os.path.abspath(root if root is not None else default_root()))
-        self.durability = durability
-        self._sessions_dir = self.root / SESSIONS
+        self.durability: Durability = durability
+        self.durable = durability == "fsync"
+        self.tracks_completion = tracks_completion
+        self.sessions_dir = self.root / SESSIONS
         self._handles: OrderedDict[str, SessionDir] = OrderedDict()
         self._handles_lock = threading.Lock()
-        self._ids = IdAllocator(self.root / ".ids", self._largest_id)
-        self._index = SessionIndex(self.root)
-        self._whole = RootSummary(self.root, self._index, self._session_ids, self._layout_once)
+        self.ids = IdAllocator(self.root / ".ids", self._largest_id)
+        self.index = SessionIndex(self.root)
+        self.summary = RootSummary(self.root, self.index, self.session_ids, self._layout_once)
         # A store dropped without close() must not leak its descriptors (and flock owners).
-        weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self._ids.mutex)
+        weakref.finalize(self, _close_handles, self._handles, self._handles_lock, self.ids.mutex)
         self._root_ready = False
         self._layout_ok = False
         self._layout = 0  # the root's layout, once this store has read or written its marker
+        self._tracking_noted = False  # this store has recorded the root's `.tracks-completion`
+        self._warned: set[str] = set()  # stray entries under sessions/ already warned about
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
-        self._last_append: tuple[str, int] | None = None
-
-    def __repr__(self) -> str:
-        return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
+        self.last_append: tuple[str, int] | None = None
 
     def close(self) -> None:
         """Close cached descriptors; the store stays usable and reopens them on demand."""
-        _close_handles(self._handles, self._handles_lock, self._ids.mutex)
+        _close_handles(self._handles, self._handles_lock, self.ids.mutex)
 
-    def __enter__(self: _S) -> _S:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _acquire(self, session_id: str) -> SessionDir:
-        """The handle of a session, marked in use so it is not evicted; pair with `_release`."""
+    def acquire(self, session_id: str) -> SessionDir:
+        """The handle of a session, marked in use so it is not evicted; pair with `release`."""
         if not self._layout_ok:
             self._check_layout_once()
         with self._handles_lock:
             handle = self._handles.get(session_id)
             if handle is None:
-                handle = SessionDir(session_id, self._sessions_dir / session_id, self.durability == "fsync")
+                handle = SessionDir(session_id, self.sessions_dir / session_id, self.durable)
                 self._handles[session_id] = handle
                 self._evict()
             else:
@@ -104,15 +103,16 @@ class StoreRoot:
         return handle
 
     @contextmanager
-    def _session(self, session_id: str) -> Iterator[SessionDir]:
+    def session(self, session_id: str) -> Iterator[SessionDir]:
+        """`with root.session(sid) as s:` the session's handle, kept from eviction meanwhile."""
         validate_session_id(session_id)
-        handle = self._acquire(session_id)
+        handle = self.acquire(session_id)
         try:
             yield handle
         finally:
-            self._release(handle)
+            self.release(handle)
 
-    def _release(self, handle: SessionDir) -> None:
+    def release(self, handle: SessionDir) -> None:
         with self._handles_lock:
             handle.users -= 1
 
@@ -122,12 +122,12 @@ class StoreRoot:
             if self._handles[key].users == 0:
                 self._handles.pop(key).close()
 
-    def _ensure_root(self) -> None:
+    def ensure_root(self) -> None:
         """Create the root, `sessions/` and the layout marker on first write; check the version."""
         if self._root_ready:
             return
         check_new_root(self.root)
-        durable = self.durability == "fsync"
+        durable = self.durable
         make_dirs(self.root, durable=durable)
         marker = self.root / LAYOUT_FILE
         raw = read_file(marker)
@@ -135,7 +135,7 @@ class StoreRoot:
             self._write_layout(FIRST_LAYOUT)
         else:
             self._layout = self._check_layout(marker, raw)
-        make_dir(self._sessions_dir)
+        make_dir(self.sessions_dir)
         if durable:
             # Without this a power cut could lose `sessions/` and every session made in it (also
             # one another store made and did not sync, in "flush" mode): once per store.
@@ -145,13 +145,13 @@ class StoreRoot:
     def _write_layout(self, version: int) -> None:
         """Write the layout marker (and the root's `.gitignore`, if it has none)."""
         if read_file(self.root / GITIGNORE_FILE) is None:
-            atomic_write(self.root / GITIGNORE_FILE, [GITIGNORE_TEXT], durable=self.durability == "fsync")
+            atomic_write(self.root / GITIGNORE_FILE, [GITIGNORE_TEXT], durable=self.durable)
         atomic_write(self.root / LAYOUT_FILE, [encode_header({"format": "koda-files", "layout": version})])
         self._layout = version
 
-    def _ensure_layout(self, version: int) -> None:
+    def ensure_layout(self, version: int) -> None:
         """Before writing what only layout `version` reads: create the root, and raise its marker if lower."""
-        self._ensure_root()
+        self.ensure_root()
         if self._layout < version:
             self._write_layout(version)
 
@@ -180,12 +180,16 @@ class StoreRoot:
             raise UnsupportedLayoutError(marker, version, LAYOUT_VERSION)
         return version
 
-    def _session_ids(self) -> list[str]:
-        """Ids of the session directories under the root (dot-entries and symlinks left out)."""
+    def session_ids(self) -> list[str]:
+        """Ids of the session directories under the root, in directory order.
+
+        Dot-entries are left out silently; symlinks, files and names that are not ids are left
+        out with a warning, once per entry and store.
+        """
         if not self._layout_ok:
             self._check_layout_once()
         try:
-            entries = list(os.scandir(self._sessions_dir))
+            entries = list(os.scandir(self.sessions_dir))
         except FileNotFoundError:
             return []
         ids = []
@@ -193,25 +197,46 @@ class StoreRoot:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-                log.warning("%s: not a session directory, ignored", entry.path)
+                self._warn_once(entry.path, "not a session directory, ignored")
                 continue
             if SESSION_ID_PATTERN.fullmatch(entry.name) is None:
-                log.warning("%s: not a valid session id, ignored", entry.path)
+                self._warn_once(entry.path, "not a valid session id, ignored")
                 continue
             ids.append(entry.name)
         return ids
 
-    def _largest_id(self) -> int:
-        return max((largest_id(self._sessions_dir / sid) for sid in self._session_ids()), default=0)
+    def _warn_once(self, path: str, why: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("%s: %s", path, why)
 
-    def _update_header(self, session_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
+    def _largest_id(self) -> int:
+        return max((largest_id(self.sessions_dir / sid) for sid in self.session_ids()), default=0)
+
+    def update_header(self, session_id: str, change: Callable[[dict[str, Any]], bool]) -> None:
         """Rewrite `metadata.json` (locked, atomic) if `change` edits the header and says so."""
-        with self._session(session_id) as s, s.locked():
+        with self.session(session_id) as s, s.locked():
             header = s.header()
             if change(header):
                 s.write_header(header)
 
-    def _newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
+    def sessions_holding(self, message_id: int) -> list[str]:
+        """Sessions known in memory to hold `message_id`: this process's last insert, then parsed logs."""
+        out = []
+        last = self.last_append
+        if last is not None and last[1] == message_id:
+            out.append(last[0])
+        with self._handles_lock:
+            out += [sid for sid, h in self._handles.items() if h.holds(message_id)]
+        return out
+
+    def note_tracking(self) -> None:
+        """The root has seen a completion mark: sessions created from now on track completion."""
+        if not self._tracking_noted:
+            note_root_tracks(self.root)
+            self._tracking_noted = True
+
+    def newest(self, session_id: str, pick: Callable[[Message], _T | None]) -> _T | None:
         """`pick` applied to messages last to first; the first answer that is not None."""
         # The query path of every turn: a cached handle whose log is current answers after one
         # stat, with no lock and no descriptor (so it need not be marked in use).
@@ -220,11 +245,11 @@ class StoreRoot:
             answer = handle.newest_cached(pick)
             if answer is not NOT_CURRENT:
                 return answer  # type: ignore[return-value]
-        handle = self._acquire(validate_session_id(session_id))
+        handle = self.acquire(validate_session_id(session_id))
         try:
             return handle.newest(pick)
         finally:
-            self._release(handle)
+            self.release(handle)
 
 
 def _close_handles(handles: OrderedDict[str, SessionDir], lock: threading.Lock, ids: FileMutex) -> None:

@@ -14,15 +14,16 @@ from collections.abc import Generator, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ._classify import classify
 from ._codec import LineError, decode_line
-from ._framing import iter_file_lines
+from ._framing import iter_file_lines, iter_lines_backwards
 from ._layout import MESSAGES
 from ._messagelog import read_backwards
 from .types import Message, Role
 
 log = logging.getLogger("koda_files")
 
-__all__ = ["backwards", "iter_messages", "largest_id", "logs_by_mtime", "user_messages"]
+__all__ = ["backwards", "iter_messages", "largest_id", "last_id_in", "logs_by_mtime", "user_messages"]
 
 
 def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[Message]:
@@ -102,3 +103,25 @@ def user_messages(sessions_dir: Path, session_ids: list[str], limit: int) -> lis
                 if found >= limit:
                     break
     return [content for _, _, content in sorted(best, reverse=True)]
+
+
+_TAIL = 1 << 16
+
+
+def last_id_in(fd: int, size: int, session_id: str) -> tuple[int, bool]:
+    """(largest id among the last lines, whether the file ends with a newline), reading backwards.
+
+    The id counter, not this, keeps ids unique; this only keeps a session's ids increasing when
+    the counter was set back, so the last 64 KiB (or the last message, if further) are enough.
+    """
+    if size == 0:
+        return 0, True
+    ends_clean = os.pread(fd, 1, size - 1) == b"\n"
+    best = 0
+    for offset, line in iter_lines_backwards(fd, size):
+        entry = classify(line, session_id)[1]
+        if type(entry) is Message:
+            best = max(best, entry.id)
+        if best and size - offset >= _TAIL:
+            break
+    return best, ends_clean

@@ -8,78 +8,46 @@ session deleted, replaced or edited by someone else is seen as it is now.
 from __future__ import annotations
 
 import contextlib
+import errno
+import itertools
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
-from ._classify import classify
 from ._codec import with_id
 from ._completion import HeaderFlag
-from ._fileops import append_whole, atomic_write, fsync_dir, open_append, read_file, touch, unlink
-from ._framing import iter_file_lines, iter_lines_backwards
+from ._fileops import (
+    Piece,
+    append_whole,
+    atomic_write,
+    create_empty,
+    fsync_dir,
+    make_dir,
+    open_append,
+    read_file,
+    remove_tree,
+    rename,
+    touch,
+    unlink,
+)
+from ._framing import iter_file_lines
+from ._header import encode_header, read_header
 from ._journal import JOURNAL, note_change
 from ._layout import ACCESS, LOCK_NAME, MESSAGES, METADATA, TODO
 from ._locking import FileMutex
 from ._messagelog import MessageLog, paused_gc, read_backwards
 from ._sanitize import ContextCache
-from .errors import CorruptFileError, KodaFilesError, SessionNotFoundError
+from ._scan import last_id_in
+from .errors import ConcurrentEditError, KodaFilesError, SessionNotFoundError
 from .types import Message
 
-__all__ = ["SessionDir", "encode_header", "last_id_in", "read_header"]
+__all__ = ["SessionDir"]
 
-_TAIL = 1 << 16
 _T = TypeVar("_T")
 NOT_CURRENT = object()  # `newest_cached`: the cache is not known to be current
-
-
-def encode_header(header: dict[str, Any]) -> bytes:
-    """`metadata.json` bytes: sorted keys, two-space indent, final newline (one line per value)."""
-    return orjson.dumps(header, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE)
-
-
-def read_header(directory: Path, session_id: str) -> dict[str, Any]:
-    """Parse `metadata.json`; raise `KodaFilesError` naming the file if it is missing or not an object."""
-    path = directory / METADATA
-    try:
-        raw = read_file(path)
-    except OSError as exc:
-        raise KodaFilesError(f"session {session_id!r}: cannot read {path}: {exc.strerror}") from exc
-    if raw is None:
-        raise KodaFilesError(f"session {session_id!r}: {path} is missing")
-    try:
-        header = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise CorruptFileError(path, f"metadata of session {session_id!r} does not parse: {exc}") from None
-    if not isinstance(header, dict):
-        raise CorruptFileError(path, f"metadata of session {session_id!r} is not a JSON object")
-    meta = header.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        raise CorruptFileError(path, f"metadata of session {session_id!r}: 'metadata' is not an object")
-    return header
-
-
-def last_id_in(fd: int, size: int, session_id: str) -> tuple[int, bool]:
-    """(largest id among the last lines, whether the file ends with a newline), reading backwards.
-
-    The id counter, not this, keeps ids unique; this only keeps a session's ids increasing when
-    the counter was set back, so the last 64 KiB (or the last message, if further) are enough.
-    """
-    if size == 0:
-        return 0, True
-    ends_clean = os.pread(fd, 1, size - 1) == b"\n"
-    best = 0
-    for offset, line in iter_lines_backwards(fd, size):
-        entry = classify(line, session_id)[1]
-        if type(entry) is Message:
-            best = max(best, entry.id)
-        if best and size - offset >= _TAIL:
-            break
-    return best, ends_clean
 
 
 class SessionDir:
@@ -162,6 +130,14 @@ class SessionDir:
         if appended or at_lock is None or (at_lock and self._file_keys() != at_lock):
             self.note_change()
 
+    @property
+    def lock_path(self) -> Path:
+        return self.mutex.path
+
+    def unlock(self) -> None:
+        """Release the lock taken by `lock` (recording the change in the root's journal)."""
+        self.mutex.release()
+
     @contextlib.contextmanager
     def locked(self, *, polite: bool = False) -> Iterator[None]:
         """`with session.locked():` runs the block holding the session lock."""
@@ -170,6 +146,86 @@ class SessionDir:
             yield
         finally:
             self.mutex.release()
+
+    # ── the directory: create, replace, remove ──
+
+    def create(
+        self, header: dict[str, Any], *, files: Mapping[str, bytes] | None = None, replace: bool = False
+    ) -> None:
+        """Build the session in a dot-directory, then rename it into place: it appears whole or not at all.
+
+        It holds `metadata.json`, `messages.jsonl` (empty unless in `files`) and `files` (name ->
+        bytes). An existing session of this id raises `FileExistsError` (EEXIST) unless `replace`:
+        then it is swapped out under its lock and removed.
+        """
+        files = dict(files or {})
+        files.setdefault(MESSAGES, b"")
+        staging = self.path.parent / f".new-{self.id}.{os.urandom(4).hex()}"
+        make_dir(staging)
+        try:
+            # The lock file comes with the directory: a store holding the old session's lock
+            # then sees a new lock file (not a missing one) and takes that instead.
+            create_empty(staging / LOCK_NAME)
+            atomic_write(staging / METADATA, [encode_header(header)])
+            for name, data in files.items():
+                atomic_write(staging / name, [data])
+            if replace and self.is_dir():
+                with self.locked():
+                    graveyard = self._graveyard()
+                    rename(self.path, graveyard)
+                    rename(staging, self.path)
+                    self.forget_cache()
+                self.mutex.close()
+                fsync_dir(self.path.parent)
+                remove_tree(graveyard)
+                return
+            if self.is_dir() or self.path.is_symlink():
+                raise FileExistsError(errno.EEXIST, f"session {self.id!r} exists already", str(self.path))
+            rename(staging, self.path)
+        except BaseException:
+            if os.path.isdir(staging):
+                remove_tree(staging)
+            raise
+        fsync_dir(self.path.parent)
+
+    def remove(self) -> bool:
+        """Remove the directory and all in it; False if there was none. Never follows links."""
+        if not self.is_dir():
+            return False
+        with self.locked():
+            # Rename first: the session vanishes in one step, and a crash during the removal
+            # leaves only a dot-directory behind.
+            graveyard = self._graveyard()
+            rename(self.path, graveyard)
+            self.forget_cache()
+        self.mutex.close()
+        fsync_dir(self.path.parent)
+        remove_tree(graveyard)
+        return True
+
+    def replace_log(self, pieces: Iterable[Piece], before: os.stat_result, what: str, *, sync_dir: bool = True) -> None:
+        """Replace `messages.jsonl` by `pieces` (call it holding the lock), atomically.
+
+        If the file is no longer the one `before` describes once every piece is copied (a hand
+        edit), nothing is written: `ConcurrentEditError` naming `what` was being done.
+        """
+        atomic_write(self.messages_path, itertools.chain(pieces, self._unchanged(before, what)), sync_dir=sync_dir)
+        self.forget_cache()
+
+    def _unchanged(self, before: os.stat_result, what: str) -> Iterator[Piece]:
+        now = os.stat(self.messages_path, follow_symlinks=False)
+        if (now.st_ino, now.st_size, now.st_mtime_ns) != (before.st_ino, before.st_size, before.st_mtime_ns):
+            raise ConcurrentEditError(self.messages_path, what)
+        yield from ()
+
+    def _graveyard(self) -> Path:
+        return self.path.parent / f".deleted-{self.id}-{os.urandom(4).hex()}"
+
+    def forget_cache(self) -> None:
+        """The files were replaced: drop the parsed log and the append position."""
+        with self.cache_lock:
+            self.log.clear()
+        self.forget_appends()
 
     # ── the log ──
 
@@ -381,6 +437,24 @@ class SessionDir:
     def close(self) -> None:
         self.close_append()
         self.mutex.close()
+
+    def holds(self, message_id: int) -> bool:
+        """True when the parsed log (if any) holds this message id."""
+        return self.log.exists and message_id in self.log.where
+
+    def cached_active(self, before: os.stat_result) -> tuple[list[int], int, bool] | None:
+        """From the parsed log, when it is the file `before` describes: per active message the
+        index of its owning assistant message (-1: none), the largest id, and whether the session
+        tracks completion. None: not parsed, or another file."""
+        if not self.log.exists:
+            return None
+        with self.cache_lock:
+            log = self.refresh()
+            if not log.matches(before):
+                return None
+            tracks = self.tracks_completion()
+            self.context.update(log.active, log.generation, log.patched, tracks)
+            return self.context.owners(), log.largest_id, tracks
 
     # ── header, metadata and todo ──
 

@@ -3,42 +3,47 @@
 Layout: `<root>/koda-files.json` (layout version), `<root>/.ids` (id counter) and
 `<root>/sessions/<id>/` with `messages.jsonl`, `metadata.json` and `todo.md`. Writes to one
 session are serialised by that session's lock; reads take no lock.
+
+`FileStore` is one class whose methods are grouped by concept; the work is done by small
+collaborators it owns, all standing on one `StoreRoot` (root directory, session handles, id
+allocator, index and root summary).
 """
 
 from __future__ import annotations
 
-import heapq
-import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._browse import Browsing
-from ._check import check_store
-from ._codec import check_text, encode_new
+from ._browse import Browse
+from ._codec import check_int, check_text, encode_new, encode_record_line
 from ._completion import HEADER_KEY, root_tracks
-from ._events import EventsMixin
-from ._fileops import atomic_write, fsync_dir, make_dir, remove_tree, rename
-from ._fork import ForkMixin
-from ._kv import KeyValueMixin
-from ._layout import COMPACTION_LAYOUT, MESSAGES, METADATA, TODO, new_session_id, utc_now, validate_session_id
+from ._events import Events
+from ._fork import Fork
+from ._kv import KeyValue
+from ._layout import MESSAGES, TODO, new_session_id, utc_now, validate_session_id
+from ._maintenance import Maintenance
 from ._protocol import RoleLike, StrPath
-from ._redact import RedactMixin
-from ._rewrite import compact_lines, purge_lines
-from ._root import check_limit
+from ._redact import Redact
+from ._resume import Resume
+from ._root import StoreRoot, check_limit
 from ._sanitize import has_tool_calls
 from ._scan import user_messages
-from ._session import encode_header
 from ._usage import sum_usage, usage_by_agent
-from .errors import KodaFilesError, SessionNotFoundError
+from .errors import SessionNotFoundError
 from .types import (
     CheckReport,
     CompactedStats,
+    Durability,
+    Interruption,
     Message,
     PurgePreview,
     Role,
+    SearchHit,
+    SessionEvent,
     SessionInfo,
+    SessionOverview,
     SessionUsage,
     StoreStats,
     TokenUsage,
@@ -46,19 +51,57 @@ from .types import (
 
 __all__ = ["FileStore"]
 
-log = logging.getLogger("koda_files")
-
 _TODO_KEY = "todo"
-_PURGE_THREADS = 8
 
 
-class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
+class FileStore:
     """Sessions as directories of plain files under `root`.
 
     `root` defaults to `$KODA_FILES_DIR`, else the platform user data dir for "koda".
     `durability="flush"` hands every write to the OS before returning (survives a killed
     process); `"fsync"` also forces it to disk (survives power loss). Rewrites are atomic in both.
+    `tracks_completion=True`: this caller marks every finished assistant message, so every
+    session it creates tracks completion from its first turn (see the README).
     """
+
+    def __init__(
+        self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
+    ) -> None:
+        self._root = StoreRoot(root, durability=durability, tracks_completion=tracks_completion)
+        self._resume = Resume(self._root)
+        self._browse = Browse(self._root, self._resume)
+        self._maintenance = Maintenance(self._root, self._browse)
+        self._events = Events(self._root)
+        self._kv = KeyValue(self._root)
+        self._fork = Fork(self._root)
+        self._redact = Redact(self._root)
+
+    @property
+    def root(self) -> Path:
+        """The store's root directory (absolute)."""
+        return self._root.root
+
+    @property
+    def durability(self) -> Durability:
+        return self._root.durability
+
+    @property
+    def tracks_completion(self) -> bool:
+        return self._root.tracks_completion
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
+
+    def close(self) -> None:
+        """Close cached descriptors; the store stays usable and reopens them on demand."""
+        self._root.close()
+        self._kv.close()
+
+    def __enter__(self) -> FileStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ── sessions ──
 
@@ -71,7 +114,7 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         """
         check_text("agent_name", agent_name, optional=False)
         root_text = _project(project_root)
-        self._ensure_root()
+        self._root.ensure_root()
         session_id = new_session_id()
         header: dict[str, Any] = {
             "agent_name": agent_name,
@@ -81,20 +124,11 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             "project_root": root_text,
         }
         if self.tracks_completion:
-            self._note_tracking()
+            self._root.note_tracking()
         if self.tracks_completion or root_tracks(self.root):
             header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
-        staging = self._sessions_dir / f".new-{session_id}"
-        make_dir(staging)
-        try:
-            atomic_write(staging / METADATA, [encode_header(header)])
-            atomic_write(staging / MESSAGES, [b""])
-            rename(staging, self._sessions_dir / session_id)
-        except BaseException:
-            if staging.exists():
-                remove_tree(staging)
-            raise
-        fsync_dir(self._sessions_dir)
+        with self._root.session(session_id) as s:
+            s.create(header)
         return session_id
 
     def list_sessions(self, limit: int, project_root: StrPath | None = None) -> list[SessionInfo]:
@@ -106,49 +140,16 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         """
         check_limit(limit)
         wanted = _project(project_root)
-        if limit == 0:
-            return []
-        rows = self._whole.sessions(wanted, limit)
-        if rows is not None:
-            return [SessionInfo(r[1], r[2], r[0], r[3], r[4], r[5], r[6], r[7]) for r in rows]
-        return self._list_sessions_scan(limit, wanted)
+        return self._browse.list_sessions(limit, wanted) if limit else []
 
-    def _list_sessions_scan(self, limit: int, wanted: str | None) -> list[SessionInfo]:
-        ids = self._session_ids()
-        rows: list[tuple[str, str, dict[str, Any]]] = []
-        for sid, header in self._index.headers(ids).items():
-            root = header.get("project_root")
-            if wanted is not None and root is not None and root != wanted:
-                continue
-            rows.append((str(header.get("created_at") or ""), sid, header))
-        out = []
-        for created, sid, header in heapq.nlargest(limit, rows, key=lambda r: (r[0], r[1])):
-            n = self._index.summary(sid)
-            agent = str(header.get("agent_name") or "")
-            out.append(
-                SessionInfo(
-                    sid, agent, created, n.count, n.tokens, header.get("project_root"),
-                    _text_or_none(header.get("title")), _text_or_none(header.get("mode")),
-                )
-            )  # fmt: skip
-        self._index.save(ids)
-        return out
+    def session_ids(self) -> list[str]:
+        """Ids of every session under the root, sorted (UUIDv7 ids sort by creation); stray entries left out."""
+        return self._browse.session_ids()
 
     def delete_session(self, session_id: str) -> bool:
         """Remove the session directory and all in it; False if there was none. Never follows links."""
-        with self._session(session_id) as s:
-            if not s.is_dir():
-                return False
-            with s.locked():
-                # Rename first: the session vanishes in one step, and a crash during the
-                # removal leaves only a dot-directory behind.
-                graveyard = self._sessions_dir / f".deleted-{session_id}-{os.urandom(4).hex()}"
-                rename(s.path, graveyard)
-                s.close_append()
-            s.mutex.close()
-            fsync_dir(self._sessions_dir)
-            remove_tree(graveyard)
-            return True
+        with self._root.session(session_id) as s:
+            return s.remove()
 
     # ── messages ──
 
@@ -182,33 +183,37 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         """`insert_message` with koda's positional order: the agent name last."""
         validate_session_id(session_id)
         line = encode_new(Role.parse(role), content, tool_calls, tool_call_id, usage, agent_name, utc_now())
-
         # The hot path of the store: no context managers, one lock, one write.
-        handle = self._acquire(session_id)
+        root = self._root
+        handle = root.acquire(session_id)
         try:
             handle.lock(appending=True)
             try:
-                msg_id = handle.append(line, self._ids.take)
+                msg_id = handle.append(line, root.ids.take)
             finally:
-                handle.mutex.release()
-            self._last_append = (session_id, msg_id)
+                handle.unlock()
+            root.last_append = (session_id, msg_id)
             return msg_id
         finally:
-            self._release(handle)
+            root.release(handle)
 
-    def _messages(self, session_id: str) -> list[Message]:
-        """A snapshot (a new list) of the session's messages, archived ones included."""
-        with self._session(session_id) as s, s.cache_lock:
-            return list(s.refresh(whole=True).messages)
+    def insert_tool_message_with_full(self, session_id: str, content: str, tool_call_id: str, full_content: str) -> int:
+        """Append a tool result answering `tool_call_id`: `content` as shown, `full_content` whole; its id."""
+        return self._fork.insert_tool_message_with_full(session_id, content, tool_call_id, full_content)
+
+    def copy_messages_into_session(self, dest_session_id: str, messages: Sequence[Message]) -> None:
+        """Append copies of `messages` (new ids, no usage, assistants born complete) in one all-or-nothing write."""
+        self._fork.copy_messages_into_session(dest_session_id, messages)
 
     def load_context(self, session_id: str) -> list[Message]:
         """Active (not archived) messages in conversation order, sanitised for the model."""
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             return s.load_context()
 
     def load_all_messages(self, session_id: str) -> list[Message]:
         """Every message, archived ones included, in conversation order, unsanitised."""
-        return self._messages(session_id)
+        with self._root.session(session_id) as s, s.cache_lock:
+            return list(s.refresh(whole=True).messages)
 
     def recent_user_messages(self, limit: int) -> list[str]:
         """Non-empty user messages across all sessions, newest first, at most `limit`.
@@ -219,111 +224,96 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
         check_limit(limit)
         if limit == 0:
             return []
-        answer = self._whole.recent_user_messages(limit)
+        answer = self._root.summary.recent_user_messages(limit)
         if answer is not None:
             return answer
-        return user_messages(self._sessions_dir, self._session_ids(), limit)
+        return user_messages(self._root.sessions_dir, self._root.session_ids(), limit)
 
     def last_assistant_message(self, session_id: str) -> str:
         """Content of the last assistant message with content; "" if none."""
-        return self._newest(session_id, _assistant_content) or ""
+        return self._root.newest(session_id, _assistant_content) or ""
 
     def last_user_message(self, session_id: str) -> str:
         """Content of the last user message with content; "" if none."""
-        return self._newest(session_id, _user_content) or ""
+        return self._root.newest(session_id, _user_content) or ""
 
     def has_pending_tool_calls(self, session_id: str) -> bool:
         """True when the last active message is an assistant message with tool calls."""
-        return bool(self._newest(session_id, _pending))
+        return bool(self._root.newest(session_id, _pending))
+
+    def mark_message_complete(self, message_id: int) -> None:
+        """Set message `message_id`'s `completed_at` to now (an annotation line; again: no change).
+
+        `MessageNotFoundError` if no session holds it.
+        """
+        self._resume.mark_message_complete(message_id)
+
+    def update_message_thinking_content(self, message_id: int, thinking_content: str) -> None:
+        """Set the model's reasoning behind message `message_id` (an annotation line; the last wins).
+
+        `MessageNotFoundError` if no session holds it.
+        """
+        self._resume.update_message_thinking_content(message_id, thinking_content)
+
+    def clear_message_content(self, message_ids: Sequence[int], replacement: str) -> None:
+        """Replace these messages' content by `replacement`, leaving no copy of the old text.
+
+        Ids found in no session raise `MessageNotFoundError` and nothing changes.
+        """
+        self._redact.clear_message_content(message_ids, replacement)
 
     # ── usage ──
 
     def session_token_usage(self, session_id: str) -> SessionUsage:
         """Totals over messages (archived included) with prompt or completion tokens."""
-        return sum_usage(self._messages(session_id))
+        return sum_usage(self.load_all_messages(session_id))
 
     def session_usage_by_agent(self, session_id: str) -> list[tuple[str, SessionUsage]]:
         """Usage per agent ("main" for none), largest prompt + completion first, ties by name."""
-        return usage_by_agent(self._messages(session_id))
+        return usage_by_agent(self.load_all_messages(session_id))
 
-    # ── compaction and purge ──
+    # ── resume: title, mode, idle time, interruption ──
 
-    def compact_session(self, session_id: str, summary: str, preserve_count: int) -> int:
-        """Archive all active messages but the last `preserve_count`; summary and hint go before them.
+    def set_session_title(self, session_id: str, title: str) -> None:
+        """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
+        self._resume.set_session_title(session_id, title)
 
-        Returns how many were archived; 0 (and the file untouched) when there is nothing to archive.
-        """
-        check_text("summary", summary, optional=False)
-        if type(preserve_count) is not int:
-            raise TypeError(f"preserve_count must be an int, not {type(preserve_count).__name__}")
-        if preserve_count < 0:
-            raise ValueError(f"preserve_count must be >= 0, got {preserve_count}")
-        validate_session_id(session_id)
-        with self._session(session_id) as s, s.locked(polite=True):
-            # An older koda-files would read what a compaction line archives as active: refuse it.
-            layout = lambda: self._ensure_layout(COMPACTION_LAYOUT)  # noqa: E731
-            archived = compact_lines(s, summary, preserve_count, self._ids.take, s.header_flag.get(), layout)
-            if archived:
-                s.forget_appends()
-            return archived
+    def get_session_title(self, session_id: str) -> str | None:
+        """The session's title, or None (also for a session that does not exist)."""
+        return self._resume.get_session_title(session_id)
 
-    def compacted_stats(self) -> CompactedStats:
-        """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`.
+    def set_session_mode(self, session_id: str, mode: str) -> None:
+        """Set the approval mode a resumed session restores (key `"mode"` of `metadata.json`). Atomic."""
+        self._resume.set_session_mode(session_id, mode)
 
-        From the root summary: a hand edit to a session's log counts once the store next writes
-        to that session (or after `reindex`).
-        """
-        return self._whole.compacted_stats()
+    def get_session_mode(self, session_id: str) -> str | None:
+        """The session's approval mode, or None (also for a session that does not exist)."""
+        return self._resume.get_session_mode(session_id)
 
-    def purge_compacted(self, min_age_days: int) -> int:
-        """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
-        candidates = self._purge_candidates(min_age_days)
-        if not candidates:
-            return 0
-        # Each session is rewritten on its own (temp file, fsync, rename); run them side by
-        # side so the file system can commit their fsyncs together instead of one by one.
-        with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
-            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days, False)[0], candidates))
-        return sum(counts)
+    def get_session_idle_secs(self, session_id: str) -> int | None:
+        """Whole seconds since the last insert or `load_context` of the session; None if never."""
+        return self._resume.get_session_idle_secs(session_id)
 
-    def purge_preview(self, min_age_days: int) -> PurgePreview:
-        """What `purge_compacted(min_age_days)` would delete now (messages, bytes, sessions); changes nothing."""
-        count = size = 0
-        sessions = []
-        for sid in sorted(self._purge_candidates(min_age_days)):
-            n, shrunk = self._purge_one(sid, min_age_days, True)
-            if n:
-                count, size = count + n, size + shrunk
-                sessions.append(sid)
-        return PurgePreview(count, size, tuple(sessions))
+    def session_last_accessed(self, session_id: str) -> str | None:
+        """When the session was last accessed (see `get_session_idle_secs`), as ISO 8601 UTC; or None."""
+        return self._resume.session_last_accessed(session_id)
 
-    def _purge_candidates(self, min_age_days: int) -> list[str]:
-        if type(min_age_days) is not int:
-            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
-        if min_age_days < 0:
-            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
-        return [sid for sid in self._session_ids() if self._index.may_have_archived(sid)]
+    def set_session_last_accessed(self, session_id: str, when: str) -> None:
+        """Record an access at `when` (ISO 8601, e.g. from an import), not now."""
+        self._resume.set_session_last_accessed(session_id, when)
 
-    def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
-        with self._session(session_id) as s:
-            try:
-                with s.locked(polite=True):
-                    n, shrunk = purge_lines(s, min_age_days, dry_run=dry_run)
-            except KodaFilesError as exc:
-                log.warning("%s; session skipped by purge", exc)
-                return 0, 0
-            if n and not dry_run:
-                s.forget_appends()
-            return n, shrunk
+    def detect_interruption(self, session_id: str) -> Interruption | None:
+        """How the context the model would get ends: an unanswered prompt, tool results, or None."""
+        return self._resume.detect_interruption(session_id)
 
-    # ── metadata and todo ──
+    # ── metadata, todo, events and the key-value store ──
 
     def get_metadata(self, session_id: str, key: str) -> str | None:
         """The value stored under `key`, or None; the key "todo" reads `todo.md`."""
         check_text("key", key, optional=False)
         if key == _TODO_KEY:
             return self.get_todo(session_id)
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             if not s.is_dir():
                 return None
             value = s.header().get("metadata", {}).get(key)
@@ -344,19 +334,17 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             meta[key] = value
             return True
 
-        self._update_header(session_id, change)
+        self._root.update_header(session_id, change)
 
     def get_todo(self, session_id: str) -> str | None:
         """The text of `todo.md` as it is now (edited by hand or not); None if there is none."""
-        with self._session(session_id) as s:
-            if not s.is_dir():
-                return None
-            return s.read_todo()
+        with self._root.session(session_id) as s:
+            return s.read_todo() if s.is_dir() else None
 
     def set_todo(self, session_id: str, content: str) -> None:
         """Replace `todo.md` with `content`, byte for byte. Atomic."""
         check_text("content", content, optional=False)
-        with self._session(session_id) as s, s.locked():
+        with self._root.session(session_id) as s, s.locked():
             s.write_todo(content)
 
     def todo_path(self, session_id: str) -> Path:
@@ -364,38 +352,152 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
 
         Raises `SessionNotFoundError` if the session does not exist; the file itself may not.
         """
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             if not s.is_dir():
                 raise SessionNotFoundError(session_id)
             return s.path / TODO
 
     def delete_todo(self, session_id: str) -> bool:
         """Remove `todo.md`; False if there was none (or no such session)."""
-        with self._session(session_id) as s:
+        with self._root.session(session_id) as s:
             if not s.is_dir():
                 return False
             with s.locked():
                 return s.remove_todo()
 
+    def insert_session_event(
+        self, session_id: str, kind: str, payload: str, parent_tool_call_id: str | None = None
+    ) -> int:
+        """Append an event to the session's `events.jsonl`; returns its id. `SessionNotFoundError` if absent."""
+        return self._events.insert_session_event(session_id, kind, payload, parent_tool_call_id)
+
+    def load_session_events(self, session_id: str) -> list[SessionEvent]:
+        """The session's events in insertion order; [] for a session without any (or absent)."""
+        return self._events.load_session_events(session_id)
+
+    def kv_get(self, key: str) -> str | None:
+        """The value stored under `key` in the root's `kv.json`, or None."""
+        return self._kv.kv_get(key)
+
+    def kv_set(self, key: str, value: str) -> None:
+        """Insert or replace `key`. Atomic: readers see the old file or the new one."""
+        self._kv.kv_set(key, value)
+
+    def kv_delete(self, key: str) -> None:
+        """Remove `key`; nothing happens if it is not there."""
+        self._kv.kv_delete(key)
+
+    def kv_list_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, value) pairs whose key starts with `prefix` (case-sensitive, no wildcards), by key."""
+        return self._kv.kv_list_prefix(prefix)
+
+    # ── compaction and purge ──
+
+    def compact_session(self, session_id: str, summary: str, preserve_count: int) -> int:
+        """Archive all active messages but the last `preserve_count`; summary and hint go before them.
+
+        Returns how many were archived; 0 (and the file untouched) when there is nothing to archive.
+        """
+        return self._maintenance.compact(session_id, summary, preserve_count)
+
+    def compacted_stats(self) -> CompactedStats:
+        """Archived messages over all sessions: count, sessions, content bytes, oldest `compacted_at`.
+
+        From the root summary: a hand edit to a session's log counts once the store next writes
+        to that session (or after `reindex`).
+        """
+        return self._maintenance.compacted_stats()
+
+    def purge_compacted(self, min_age_days: int) -> int:
+        """Delete archived messages compacted more than `min_age_days` days ago (0: all); returns how many."""
+        return self._maintenance.purge(min_age_days)
+
+    def purge_preview(self, min_age_days: int) -> PurgePreview:
+        """What `purge_compacted(min_age_days)` would delete now (messages, bytes, sessions); changes nothing."""
+        return self._maintenance.purge_preview(min_age_days)
+
+    # ── looking over the store ──
+
+    def session_overview(self, session_id: str) -> SessionOverview | None:
+        """One session's overview; None if it does not exist (or its header is unreadable)."""
+        return self._browse.session_overview(session_id)
+
+    def session_overviews(self, project_root: StrPath | None = None) -> list[SessionOverview]:
+        """Every session (or those of `project_root` and those without a project), last activity first."""
+        return self._browse.session_overviews(project_root)
+
+    def search(
+        self,
+        pattern: str,
+        *,
+        regex: bool = False,
+        tools: bool = False,
+        archived: bool = False,
+        roles: frozenset[str] | None = None,
+        project_root: StrPath | None = None,
+        since: str | None = None,
+        progress: Any = None,
+    ) -> Iterator[SearchHit]:
+        """Messages whose text matches, newest session (by last activity) first, last message first.
+
+        Text is `content` of system, user and assistant messages; `tools` adds tool results and
+        `tool_calls`; `archived` adds archived messages. Lines that are not messages are skipped.
+        """
+        return self._browse.search(pattern, regex, tools, archived, roles, project_root, since, progress)
+
+    def disk_usage(self) -> int:
+        """Bytes of the store's own files: the marker, `.ids`, `.index` and all under `sessions/`."""
+        return self._browse.disk_usage()
+
+    def stats(self) -> StoreStats:
+        """Sessions, messages (archived included), the store's own bytes on disk, and `compacted_stats()`."""
+        return self._maintenance.stats()
+
+    # ── for importers ──
+
+    def reserve_ids(self, first: int, count: int) -> int:
+        """Reserve `count` consecutive message ids at `first` or above, never handed out again; the first.
+
+        For tools that copy another store's history keeping its ids: the block starts at `first`
+        unless ids there may have been handed out already, then higher.
+        """
+        check_int("first", first)
+        if type(count) is not int or count < 1:
+            raise ValueError(f"count must be an int >= 1, got {count!r}")
+        self._root.ensure_root()
+        return self._root.ids.take(first, count)
+
+    def restore_session(
+        self,
+        header: Mapping[str, Any],
+        records: Sequence[Mapping[str, Any]],
+        *,
+        files: Mapping[str, bytes] | None = None,
+        replace: bool = False,
+    ) -> None:
+        """Write a whole session as given, appearing at once: for tools that import history.
+
+        `header` is `metadata.json` (its `"id"` names the session), `records` the lines of
+        `messages.jsonl` in order (each a message or annotation as the README describes; ids
+        from `reserve_ids`), `files` other files by name (`todo.md`, `events.jsonl`). A session
+        of that id raises `FileExistsError` unless `replace`. A record that is not a message
+        raises `ValueError` naming its index, and nothing is written.
+        """
+        session_id = validate_session_id(header.get("id"))
+        lines = [encode_record_line(record, session_id, index) for index, record in enumerate(records)]
+        self._root.ensure_root()
+        with self._root.session(session_id) as s:
+            s.create(dict(header), files={MESSAGES: b"".join(lines), **(files or {})}, replace=replace)
+
     # ── integrity ──
 
     def check(self, *, repair: bool = False) -> CheckReport:
         """Report damage and crash leftovers per session; `repair=True` quarantines and cleans them."""
-        return check_store(self, repair)
-
-    def stats(self) -> StoreStats:
-        """Sessions, messages (archived included), the store's own bytes on disk, and `compacted_stats()`."""
-        ids = self._session_ids()
-        messages = archived = 0
-        for sid in ids:
-            n = self._index.summary(sid)
-            messages, archived = messages + n.count, archived + n.archived
-        self._index.save(ids)
-        return StoreStats(len(ids), messages, archived, self.disk_usage(), self.compacted_stats())
+        return self._maintenance.check(repair)
 
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
-        self._whole.rebuild()
+        self._maintenance.reindex()
 
 
 # What the `last_*` queries pick from messages walked newest first (None: look further back).
@@ -418,7 +520,3 @@ def _project(project_root: StrPath | None) -> str | None:
     root_text = os.path.abspath(os.fspath(project_root))
     check_text("project_root", root_text, optional=False)
     return root_text
-
-
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -142,7 +142,7 @@ def test_repair_under_racing_appends_loses_nothing(tmp_path: Path) -> None:
     child = fork_child(writer)
     bad = 0
     for _ in range(scaled(20, 200)):
-        with store._session(sid) as s, s.locked():  # a hand edit, done politely under the lock
+        with store._root.session(sid) as s, s.locked():  # a hand edit, done politely under the lock
             with path.open("ab") as f:
                 f.write(b"junk\n")
             bad += 1

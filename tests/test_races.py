@@ -223,7 +223,7 @@ def _hold_lock(root: Path, sid: str, seconds: float) -> Child:
 
     def body(wfd: int) -> None:
         store = FileStore(root)
-        with store._session(sid) as s, s.locked():
+        with store._root.session(sid) as s, s.locked():
             send(wfd, "held")
             if seconds < 0:
                 time.sleep(3600)  # until killed

@@ -238,7 +238,8 @@ def test_last_queries_on_a_current_log_take_one_stat_and_no_lock(root: Path) -> 
     sid = _filled(store, 40)
     store.load_context(sid)
     store.last_user_message(sid)  # the cache is now known to be current
-    handle = store._handles[sid]
+    handle = store._root.acquire(sid)  # the cached handle the queries use
+    store._root.release(handle)
     stats: list[object] = []
     real_stat = os.stat
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .._session import read_header
+from .._header import read_header
 from . import _main as cli
 
 __all__ = ["add_commands"]

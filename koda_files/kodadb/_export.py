@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .._fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
+from .._header import read_header
 from .._layout import SESSIONS
-from .._session import read_header
 from ..errors import KodaFilesError
 from ..store import FileStore
 from ..types import Message, SessionEvent

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._events import EVENTS, encode_event, read_events
-from .._kv import read_kv
+from .._events import EVENTS, encode_event
 from ..types import SessionEvent
 from ._common import as_int, as_text, from_koda_time, to_koda_time
 
@@ -71,7 +70,7 @@ def import_kv(conn: sqlite3.Connection, store: FileStore, replace: bool) -> int:
     """Copy koda's `kv_store` into `kv.json`: keys not there yet, or all with `replace`; returns how many."""
     if "kv_store" not in _tables(conn):
         return 0
-    have = read_kv(store)
+    have = dict(store.kv_list_prefix(""))
     n = 0
     for key, value in conn.execute("SELECT key, value FROM kv_store ORDER BY key"):
         k, v = as_text(key), as_text(value)
@@ -89,7 +88,7 @@ def export_extras(conn: sqlite3.Connection, store: FileStore, sid: str, header: 
             "INSERT OR IGNORE INTO owned_files (session_id, path) VALUES (?, ?)",
             ((sid, p) for p in owned if isinstance(p, str)),
         )
-    return read_events(store.root / "sessions" / sid / EVENTS, sid)
+    return store.load_session_events(sid)
 
 
 def export_events(conn: sqlite3.Connection, events: list[SessionEvent]) -> None:
@@ -108,4 +107,4 @@ def export_events(conn: sqlite3.Connection, events: list[SessionEvent]) -> None:
 
 
 def export_kv(conn: sqlite3.Connection, store: FileStore) -> None:
-    conn.executemany("INSERT INTO kv_store (key, value) VALUES (?, ?)", sorted(read_kv(store).items()))
+    conn.executemany("INSERT INTO kv_store (key, value) VALUES (?, ?)", store.kv_list_prefix(""))

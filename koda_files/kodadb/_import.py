@@ -8,23 +8,15 @@ is then recorded as the store records accesses, in file mtimes, so its idle time
 
 from __future__ import annotations
 
-import errno
 import os
-import secrets
-import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from .._completion import COMPACTION_HINT
-from .._fileops import atomic_write, create_empty, fsync_dir, make_dir, remove_tree, rename
-from .._layout import LOCK_NAME, MESSAGES, METADATA, SESSIONS, TODO, parse_time, validate_session_id
-from .._locking import FileMutex
-from .._session import encode_header
+from .._layout import TODO, parse_time, validate_session_id
 from ..errors import KodaFilesError
 from ..store import FileStore
 from ._common import (
@@ -141,7 +133,7 @@ def _import(
     ).fetchall()
     same_second: dict[object, int] = {}
 
-    sessions_dir = store.root / SESSIONS
+    existing = set(store.session_ids())
     skipped: list[str] = []
     failed: list[tuple[str, str]] = []
     plans: list[_Plan] = []
@@ -156,7 +148,7 @@ def _import(
         except KodaFilesError as exc:
             failed.append((sid, str(exc)))
             continue
-        present = _is_dir(sessions_dir / sid)
+        present = sid in existing
         if present and not replace:
             skipped.append(sid)
             continue
@@ -172,12 +164,10 @@ def _import(
     # leave 64 bits) are not kept: those sessions are renumbered.
     keepable = {p.session_id for p in plans if p.count and p.lo >= 1 and p.hi <= _MAX_KEPT_ID}
     reserved_from = 0
-    if plans:
-        store._ensure_root()
     if keepable:
         lo = min(p.lo for p in plans if p.session_id in keepable)
         hi = max(p.hi for p in plans if p.session_id in keepable)
-        reserved_from = store._ids.take(lo, hi - lo + 1)
+        reserved_from = store.reserve_ids(lo, hi - lo + 1)
 
     imported: list[str] = []
     replaced: list[str] = []
@@ -201,7 +191,7 @@ def _import(
                 plan.lo >= reserved_from or _reusable(store, plan, message_rows, reserved_from)
             )
             if not keep_ids and records:
-                first = store._ids.take(1, len(records))
+                first = store.reserve_ids(1, len(records))
                 for i, record in enumerate(records):
                     record["id"] = first + i
         except ValueError as exc:
@@ -209,9 +199,14 @@ def _import(
             continue
         todo = meta.pop(TODO_KEY, None)
         header = _header(plan.row, sid, meta, records)
-        store._ensure_root()
-        extra = session_extras(conn, sid, header)
-        _write_session(store, sid, header, records, todo, plan.replace, extra)
+        files = session_extras(conn, sid, header)
+        if todo is not None:
+            files[TODO] = todo.encode("utf-8")
+        try:
+            store.restore_session(header, records, files=files, replace=plan.replace)
+        except (ValueError, FileExistsError) as exc:
+            failed.append((sid, str(exc)))
+            continue
         last_access = _last_access(plan.row, records)
         if last_access is not None:
             store.set_session_last_accessed(sid, last_access)
@@ -373,62 +368,6 @@ def _last_access(row: dict[str, Any], records: list[dict[str, Any]]) -> str | No
     if when is None:
         return None  # an empty session never accessed: it stays so
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.stat(path, follow_symlinks=False).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _write_session(
-    store: FileStore,
-    sid: str,
-    header: dict[str, Any],
-    records: list[dict[str, Any]],
-    todo: str | None,
-    replace: bool,
-    extra: dict[str, bytes] | None = None,
-) -> None:
-    """Build the session in a dot-directory, then rename it into place (replacing under its lock)."""
-    sessions_dir = store.root / SESSIONS
-    final = sessions_dir / sid
-    staging = sessions_dir / f".new-{sid}.{secrets.token_hex(4)}"
-    make_dir(staging)
-    try:
-        # The lock file comes with the directory: a store holding the old session's lock then
-        # sees a new lock file (not a missing one) and takes that instead.
-        create_empty(staging / LOCK_NAME)
-        atomic_write(staging / METADATA, [encode_header(header)])
-        atomic_write(staging / MESSAGES, _lines(records))
-        if todo is not None:
-            atomic_write(staging / TODO, [todo.encode("utf-8")])
-        for name, data in (extra or {}).items():
-            atomic_write(staging / name, [data])
-        if replace and _is_dir(final):
-            mutex = FileMutex(final / LOCK_NAME)
-            graveyard = sessions_dir / f".deleted-{sid}-{secrets.token_hex(4)}"
-            with mutex.held():
-                rename(final, graveyard)
-                rename(staging, final)
-            mutex.close()
-            fsync_dir(sessions_dir)
-            remove_tree(graveyard)
-        else:
-            if _is_dir(final) or final.is_symlink():
-                raise FileExistsError(errno.EEXIST, "session appeared during the import", str(final))
-            rename(staging, final)
-            fsync_dir(sessions_dir)
-    except BaseException:
-        if _is_dir(staging):
-            remove_tree(staging)
-        raise
-
-
-def _lines(records: list[dict[str, Any]]) -> Iterator[bytes]:
-    for record in records:
-        yield orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def _normal_root(root: str | None) -> str | None:

@@ -1,0 +1,106 @@
+"""Whole-log and whole-store upkeep: compaction, purge and its preview, statistics, check, reindex.
+
+`FileStore` hands these to its `Maintenance` collaborator. Compaction and purge rewrite a log
+under its session lock (see `_rewrite`); purge runs sessions side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from ._browse import Browse
+from ._check import check_store
+from ._codec import check_text
+from ._layout import COMPACTION_LAYOUT, validate_session_id
+from ._rewrite import compact_lines, purge_lines
+from ._root import StoreRoot
+from .errors import KodaFilesError
+from .types import CheckReport, CompactedStats, PurgePreview, StoreStats
+
+__all__ = ["Maintenance"]
+
+log = logging.getLogger("koda_files")
+
+_PURGE_THREADS = 8
+
+
+class Maintenance:
+    """Compaction, purge, statistics and integrity over a store's `StoreRoot`."""
+
+    def __init__(self, root: StoreRoot, browse: Browse) -> None:
+        self._root = root
+        self._browse = browse
+
+    def compact(self, session_id: str, summary: str, preserve_count: int) -> int:
+        """See `FileStore.compact_session`."""
+        check_text("summary", summary, optional=False)
+        if type(preserve_count) is not int:
+            raise TypeError(f"preserve_count must be an int, not {type(preserve_count).__name__}")
+        if preserve_count < 0:
+            raise ValueError(f"preserve_count must be >= 0, got {preserve_count}")
+        validate_session_id(session_id)
+        root = self._root
+        with root.session(session_id) as s, s.locked(polite=True):
+            # An older koda-files would read what a compaction line archives as active: refuse it.
+            raise_layout = lambda: root.ensure_layout(COMPACTION_LAYOUT)  # noqa: E731
+            return compact_lines(s, summary, preserve_count, root.ids.take, s.header_flag.get(), raise_layout)
+
+    def compacted_stats(self) -> CompactedStats:
+        return self._root.summary.compacted_stats()
+
+    def purge(self, min_age_days: int) -> int:
+        """See `FileStore.purge_compacted`."""
+        candidates = self._candidates(min_age_days)
+        if not candidates:
+            return 0
+        # Each session is rewritten on its own (temp file, fsync, rename); run them side by
+        # side so the file system can commit their fsyncs together instead of one by one.
+        with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
+            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days, False)[0], candidates))
+        return sum(counts)
+
+    def purge_preview(self, min_age_days: int) -> PurgePreview:
+        """See `FileStore.purge_preview`: the purge's own plan, nothing written."""
+        count = size = 0
+        sessions = []
+        for sid in sorted(self._candidates(min_age_days)):
+            n, shrunk = self._purge_one(sid, min_age_days, True)
+            if n:
+                count, size = count + n, size + shrunk
+                sessions.append(sid)
+        return PurgePreview(count, size, tuple(sessions))
+
+    def _candidates(self, min_age_days: int) -> list[str]:
+        if type(min_age_days) is not int:
+            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
+        if min_age_days < 0:
+            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
+        index = self._root.index
+        return [sid for sid in self._root.session_ids() if index.may_have_archived(sid)]
+
+    def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
+        with self._root.session(session_id) as s:
+            try:
+                with s.locked(polite=True):
+                    return purge_lines(s, min_age_days, dry_run=dry_run)
+            except KodaFilesError as exc:
+                log.warning("%s; session skipped by purge", exc)
+                return 0, 0
+
+    def stats(self) -> StoreStats:
+        """See `FileStore.stats`."""
+        root = self._root
+        ids = root.session_ids()
+        messages = archived = 0
+        for sid in ids:
+            n = root.index.summary(sid)
+            messages, archived = messages + n.count, archived + n.archived
+        root.index.save(ids)
+        return StoreStats(len(ids), messages, archived, self._browse.disk_usage(), self.compacted_stats())
+
+    def check(self, repair: bool) -> CheckReport:
+        return check_store(self._root, repair)
+
+    def reindex(self) -> None:
+        self._root.summary.rebuild()

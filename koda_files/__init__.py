@@ -9,6 +9,8 @@ store.insert_message(sid, Role.USER, "hello")
 from __future__ import annotations
 
 import importlib
+import sys
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import AsyncPersistence, Persistence
@@ -59,13 +61,22 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'koda_files' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+class _LazyModule(ModuleType):
+    """The package's module type: a public name of `_LAZY` is imported on first use.
+
+    (A class, not a module-level `__getattr__`, so that `help(koda_files)` lists only the API.)
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'koda_files' has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        setattr(self, name, value)
+        return value
+
+
+sys.modules[__name__].__class__ = _LazyModule
 
 
 __version__ = "0.1.0"

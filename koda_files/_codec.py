@@ -7,6 +7,7 @@ lenient about framing (CRLF, a UTF-8 BOM, blank lines) because people edit these
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -39,6 +40,7 @@ __all__ = [
     "field_suffix",
     "fold_fields",
     "note_fields",
+    "project_root_text",
     "replace_fields",
     "with_id",
 ]
@@ -446,3 +448,12 @@ def fold_fields(line: bytes, fields: dict[str, str]) -> bytes:
     for name, value in fields.items():
         line = add_field(line, field_suffix(name, value))
     return line
+
+
+def project_root_text(project_root: str | os.PathLike[str] | None) -> str | None:
+    """A project root as stored and compared: absolute, or None for no project."""
+    if project_root is None:
+        return None
+    root_text = os.path.abspath(os.fspath(project_root))
+    check_text("project_root", root_text, optional=False)
+    return root_text

@@ -19,11 +19,22 @@ from ._codec import LineError, decode_line
 from ._framing import iter_file_lines, iter_lines_backwards
 from ._layout import MESSAGES
 from ._messagelog import read_backwards
+from ._sanitize import has_tool_calls
 from .types import Message, Role
 
 log = logging.getLogger("koda_files")
 
-__all__ = ["backwards", "iter_messages", "largest_id", "last_id_in", "logs_by_mtime", "user_messages"]
+__all__ = [
+    "backwards",
+    "iter_messages",
+    "largest_id",
+    "last_id_in",
+    "logs_by_mtime",
+    "pick_assistant_content",
+    "pick_pending",
+    "pick_user_content",
+    "user_messages",
+]
 
 
 def iter_messages(path: Path, session_id: str, marker: bytes = b"") -> Iterator[Message]:
@@ -125,3 +136,16 @@ def last_id_in(fd: int, size: int, session_id: str) -> tuple[int, bool]:
         if best and size - offset >= _TAIL:
             break
     return best, ends_clean
+
+
+# What the `last_*` queries pick from messages walked newest first (None: look further back).
+def pick_user_content(m: Message) -> str | None:
+    return m.content if m.role is Role.USER else None
+
+
+def pick_assistant_content(m: Message) -> str | None:
+    return m.content if m.role is Role.ASSISTANT else None
+
+
+def pick_pending(m: Message) -> bool | None:
+    return None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m))

@@ -11,13 +11,12 @@ allocator, index and root summary).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._browse import Browse
-from ._codec import check_int, check_text, encode_new, encode_record_line
+from ._codec import check_int, check_text, encode_new, encode_record_line, project_root_text
 from ._completion import HEADER_KEY, root_tracks
 from ._events import Events
 from ._fork import Fork
@@ -28,8 +27,7 @@ from ._protocol import RoleLike, StrPath
 from ._redact import Redact
 from ._resume import Resume
 from ._root import StoreRoot, check_limit
-from ._sanitize import has_tool_calls
-from ._scan import user_messages
+from ._scan import pick_assistant_content, pick_pending, pick_user_content, user_messages
 from ._usage import sum_usage, usage_by_agent
 from .errors import SessionNotFoundError
 from .types import (
@@ -113,7 +111,7 @@ class FileStore:
         the session is created tracking completion.
         """
         check_text("agent_name", agent_name, optional=False)
-        root_text = _project(project_root)
+        root_text = project_root_text(project_root)
         self._root.ensure_root()
         session_id = new_session_id()
         header: dict[str, Any] = {
@@ -139,7 +137,7 @@ class FileStore:
         by hand, from every session's files.
         """
         check_limit(limit)
-        wanted = _project(project_root)
+        wanted = project_root_text(project_root)
         return self._browse.list_sessions(limit, wanted) if limit else []
 
     def session_ids(self) -> list[str]:
@@ -231,15 +229,15 @@ class FileStore:
 
     def last_assistant_message(self, session_id: str) -> str:
         """Content of the last assistant message with content; "" if none."""
-        return self._root.newest(session_id, _assistant_content) or ""
+        return self._root.newest(session_id, pick_assistant_content) or ""
 
     def last_user_message(self, session_id: str) -> str:
         """Content of the last user message with content; "" if none."""
-        return self._root.newest(session_id, _user_content) or ""
+        return self._root.newest(session_id, pick_user_content) or ""
 
     def has_pending_tool_calls(self, session_id: str) -> bool:
         """True when the last active message is an assistant message with tool calls."""
-        return bool(self._root.newest(session_id, _pending))
+        return bool(self._root.newest(session_id, pick_pending))
 
     def mark_message_complete(self, message_id: int) -> None:
         """Set message `message_id`'s `completed_at` to now (an annotation line; again: no change).
@@ -498,25 +496,3 @@ class FileStore:
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
         self._maintenance.reindex()
-
-
-# What the `last_*` queries pick from messages walked newest first (None: look further back).
-def _user_content(m: Message) -> str | None:
-    return m.content if m.role is Role.USER else None
-
-
-def _assistant_content(m: Message) -> str | None:
-    return m.content if m.role is Role.ASSISTANT else None
-
-
-def _pending(m: Message) -> bool | None:
-    return None if m.compacted_at is not None else (m.role is Role.ASSISTANT and has_tool_calls(m))
-
-
-def _project(project_root: StrPath | None) -> str | None:
-    """A project root as stored and compared: absolute, or None for no project."""
-    if project_root is None:
-        return None
-    root_text = os.path.abspath(os.fspath(project_root))
-    check_text("project_root", root_text, optional=False)
-    return root_text

@@ -1,0 +1,75 @@
+"""The shape of the package: visible layers, no import cycles, one store class, a public surface.
+
+The import graph comes from `tests/depgraph.py` (run it to print the graph).
+"""
+
+from __future__ import annotations
+
+import inspect
+import pydoc
+import re
+from pathlib import Path
+
+import pytest
+from depgraph import PACKAGE, cycles, graph, module_name
+
+import koda_files
+from koda_files import AsyncFileStore, FileStore
+
+PUBLIC_MODULES = {"koda_files", "koda_files.types", "koda_files.errors", "koda_files.store", "koda_files.aio"}
+SUBPACKAGES = {"koda_files.cli", "koda_files.kodadb"}
+MAX_LINES = 500
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_cycles_lazy_and_type_only_imports_included(tmp_path: Path) -> None:
+    package = tmp_path / "koda_files"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import x\n")
+    (package / "b.py").write_text("def f():\n    from . import c\n")
+    (package / "c.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import y\n")
+    (package / "sub" / "__init__.py").write_text("from ._m import z\n")
+    (package / "sub" / "_m.py").write_text("from .. import d\n")
+    (package / "d.py").write_text("from .sub import z\n")
+    found = cycles(graph(package))
+    assert ["koda_files.a", "koda_files.b", "koda_files.c"] in found
+    assert ["koda_files.d", "koda_files.sub", "koda_files.sub._m"] in found
+
+
+def test_only_the_public_modules_lack_a_leading_underscore() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        if name in PUBLIC_MODULES | SUBPACKAGES or path.name == "__main__.py":
+            continue
+        assert path.stem.startswith("_"), f"{path.relative_to(PACKAGE.parent)}: a private module needs a leading _"
+
+
+def test_every_module_is_small_enough_to_read_in_one_sitting() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines < MAX_LINES, f"{path.relative_to(PACKAGE.parent)}: {lines} lines"
+
+
+@pytest.mark.parametrize("cls", [FileStore, AsyncFileStore])
+def test_the_stores_are_single_classes_without_an_inheritance_chain(cls: type) -> None:
+    assert cls.__mro__ == (cls, object)
+
+
+def test_every_public_method_of_the_store_is_defined_on_filestore_itself() -> None:
+    for name, member in inspect.getmembers(FileStore):
+        if not name.startswith("_") and callable(member):
+            assert name in vars(FileStore), name
+            assert member.__qualname__ == f"FileStore.{name}", member.__qualname__
+
+
+def test_help_shows_only_the_public_api() -> None:
+    text = pydoc.render_doc(koda_files, renderer=pydoc.plaintext)
+    shown = set(re.findall(r"^ {4}class (\w+)", text, re.M)) | set(re.findall(r"^ {4}(\w+)\(", text, re.M))
+    assert shown, "pydoc showed no class or function"
+    assert shown <= set(koda_files.__all__), shown - set(koda_files.__all__)
+    for internal in ("StoreRoot", "SessionDir", "ResumeState", "MessageLog", "Browse", "Maintenance"):
+        assert internal not in text

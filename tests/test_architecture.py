@@ -67,7 +67,7 @@ def test_every_public_method_of_the_store_is_defined_on_filestore_itself() -> No
 
 
 def test_help_shows_only_the_public_api() -> None:
-    text = pydoc.render_doc(koda_files, renderer=pydoc.plaintext)
+    text = pydoc.render_doc(koda_files, renderer=pydoc.TextDoc())
     shown = set(re.findall(r"^ {4}class (\w+)", text, re.M)) | set(re.findall(r"^ {4}(\w+)\(", text, re.M))
     assert shown, "pydoc showed no class or function"
     assert shown <= set(koda_files.__all__), shown - set(koda_files.__all__)

@@ -75,6 +75,10 @@ class _LazyModule(ModuleType):
         setattr(self, name, value)
         return value
 
+    def __dir__(self) -> list[str]:
+        # Tools that list the package (help(), completion) see the lazy names too.
+        return sorted(set(super().__dir__()) | set(_LAZY))
+
 
 sys.modules[__name__].__class__ = _LazyModule
 

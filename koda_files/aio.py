@@ -1,20 +1,31 @@
-"""`AsyncFileStore`: the same store for asyncio code; each call runs in a worker thread."""
+"""`AsyncFileStore`: the same store for asyncio code; each call runs in a worker thread.
+
+Every public method of `FileStore` is here with the same parameters, as a coroutine (`close`
+aside, which only closes descriptors); see `FileStore` for what each does.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from ._protocol import RoleLike, StrPath
 from .store import FileStore
 from .types import (
+    CheckReport,
     CompactedStats,
     Durability,
     Interruption,
     Message,
+    PurgePreview,
+    SearchHit,
     SessionEvent,
     SessionInfo,
+    SessionOverview,
     SessionUsage,
+    StoreStats,
     TokenUsage,
 )
 
@@ -22,24 +33,49 @@ __all__ = ["AsyncFileStore"]
 
 
 class AsyncFileStore:
-    """`AsyncPersistence` over a `FileStore`; file I/O never blocks the event loop."""
+    """`AsyncPersistence` over a `FileStore` (`sync`); file I/O never blocks the event loop.
+
+    `async with AsyncFileStore(root) as store:` closes its descriptors on the way out; the store
+    stays usable afterwards and reopens them on demand, as `FileStore` does.
+    """
 
     def __init__(
         self, root: StrPath | None = None, *, durability: Durability = "flush", tracks_completion: bool = False
     ) -> None:
         self.sync = FileStore(root, durability=durability, tracks_completion=tracks_completion)
 
+    def __repr__(self) -> str:
+        return f"AsyncFileStore({str(self.root)!r}, durability={self.durability!r})"
+
     @property
-    def root(self) -> object:
+    def root(self) -> Path:
+        """The store's root directory, absolute."""
         return self.sync.root
 
+    @property
+    def durability(self) -> Durability:
+        return self.sync.durability
+
+    @property
+    def tracks_completion(self) -> bool:
+        return self.sync.tracks_completion
+
     def close(self) -> None:
+        """Close cached descriptors (no file I/O to wait for, so not a coroutine)."""
         self.sync.close()
 
-    async def create_session(self, agent_name: str, project_root: StrPath) -> str:
+    async def __aenter__(self) -> AsyncFileStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    # ── sessions ──
+
+    async def create_session(self, agent_name: str, project_root: StrPath | None = None) -> str:
         return await asyncio.to_thread(self.sync.create_session, agent_name, project_root)
 
-    async def list_sessions(self, limit: int, project_root: StrPath) -> list[SessionInfo]:
+    async def list_sessions(self, limit: int, project_root: StrPath | None = None) -> list[SessionInfo]:
         return await asyncio.to_thread(self.sync.list_sessions, limit, project_root)
 
     async def delete_session(self, session_id: str) -> bool:
@@ -53,20 +89,22 @@ class AsyncFileStore:
         tool_calls: str | None = None,
         tool_call_id: str | None = None,
         usage: TokenUsage | None = None,
+        *,
+        agent_name: str | None = None,
     ) -> int:
         return await asyncio.to_thread(
-            self.sync.insert_message, session_id, role, content, tool_calls, tool_call_id, usage
+            self.sync.insert_message, session_id, role, content, tool_calls, tool_call_id, usage, agent_name=agent_name
         )
 
     async def insert_message_with_agent(
         self,
         session_id: str,
         role: RoleLike,
-        content: str | None,
-        tool_calls: str | None,
-        tool_call_id: str | None,
-        usage: TokenUsage | None,
-        agent_name: str | None,
+        content: str | None = None,
+        tool_calls: str | None = None,
+        tool_call_id: str | None = None,
+        usage: TokenUsage | None = None,
+        agent_name: str | None = None,
     ) -> int:
         return await asyncio.to_thread(
             self.sync.insert_message_with_agent,
@@ -106,6 +144,9 @@ class AsyncFileStore:
     async def purge_compacted(self, min_age_days: int) -> int:
         return await asyncio.to_thread(self.sync.purge_compacted, min_age_days)
 
+    async def purge_preview(self, min_age_days: int) -> PurgePreview:
+        return await asyncio.to_thread(self.sync.purge_preview, min_age_days)
+
     async def get_metadata(self, session_id: str, key: str) -> str | None:
         return await asyncio.to_thread(self.sync.get_metadata, session_id, key)
 
@@ -118,6 +159,9 @@ class AsyncFileStore:
     async def set_todo(self, session_id: str, content: str) -> None:
         await asyncio.to_thread(self.sync.set_todo, session_id, content)
 
+    async def todo_path(self, session_id: str) -> Path:
+        return await asyncio.to_thread(self.sync.todo_path, session_id)
+
     async def delete_todo(self, session_id: str) -> bool:
         return await asyncio.to_thread(self.sync.delete_todo, session_id)
 
@@ -127,11 +171,20 @@ class AsyncFileStore:
     async def set_session_mode(self, session_id: str, mode: str) -> None:
         await asyncio.to_thread(self.sync.set_session_mode, session_id, mode)
 
+    async def get_session_title(self, session_id: str) -> str | None:
+        return await asyncio.to_thread(self.sync.get_session_title, session_id)
+
     async def get_session_mode(self, session_id: str) -> str | None:
         return await asyncio.to_thread(self.sync.get_session_mode, session_id)
 
     async def get_session_idle_secs(self, session_id: str) -> int | None:
         return await asyncio.to_thread(self.sync.get_session_idle_secs, session_id)
+
+    async def session_last_accessed(self, session_id: str) -> str | None:
+        return await asyncio.to_thread(self.sync.session_last_accessed, session_id)
+
+    async def set_session_last_accessed(self, session_id: str, when: str) -> None:
+        await asyncio.to_thread(self.sync.set_session_last_accessed, session_id, when)
 
     async def mark_message_complete(self, message_id: int) -> None:
         await asyncio.to_thread(self.sync.mark_message_complete, message_id)
@@ -174,3 +227,70 @@ class AsyncFileStore:
 
     async def kv_list_prefix(self, prefix: str) -> list[tuple[str, str]]:
         return await asyncio.to_thread(self.sync.kv_list_prefix, prefix)
+
+    # ── the whole store ──
+
+    async def session_ids(self) -> list[str]:
+        return await asyncio.to_thread(self.sync.session_ids)
+
+    async def session_overview(self, session_id: str) -> SessionOverview | None:
+        return await asyncio.to_thread(self.sync.session_overview, session_id)
+
+    async def session_overviews(self, project_root: StrPath | None = None) -> list[SessionOverview]:
+        return await asyncio.to_thread(self.sync.session_overviews, project_root)
+
+    async def disk_usage(self) -> int:
+        return await asyncio.to_thread(self.sync.disk_usage)
+
+    async def search(
+        self,
+        pattern: str,
+        *,
+        regex: bool = False,
+        tools: bool = False,
+        archived: bool = False,
+        roles: frozenset[str] | None = None,
+        project_root: StrPath | None = None,
+        since: str | None = None,
+        progress: Any = None,
+    ) -> list[SearchHit]:
+        """Every hit of `FileStore.search`, in its order, as a list (`progress` is called from a worker thread)."""
+
+        # Listing the sessions and reading the logs both happen in the worker thread.
+        def run() -> list[SearchHit]:
+            return list(
+                self.sync.search(
+                    pattern,
+                    regex=regex,
+                    tools=tools,
+                    archived=archived,
+                    roles=roles,
+                    project_root=project_root,
+                    since=since,
+                    progress=progress,
+                )
+            )
+
+        return await asyncio.to_thread(run)
+
+    async def stats(self) -> StoreStats:
+        return await asyncio.to_thread(self.sync.stats)
+
+    async def reserve_ids(self, first: int, count: int) -> int:
+        return await asyncio.to_thread(self.sync.reserve_ids, first, count)
+
+    async def restore_session(
+        self,
+        header: Mapping[str, Any],
+        records: Sequence[Mapping[str, Any]],
+        *,
+        files: Mapping[str, bytes] | None = None,
+        replace: bool = False,
+    ) -> None:
+        await asyncio.to_thread(self.sync.restore_session, header, records, files=files, replace=replace)
+
+    async def check(self, *, repair: bool = False) -> CheckReport:
+        return await asyncio.to_thread(self.sync.check, repair=repair)
+
+    async def reindex(self) -> None:
+        await asyncio.to_thread(self.sync.reindex)

@@ -157,6 +157,18 @@ def rewrite_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def age_compaction(path: Path, summary: str, when: datetime) -> None:
+    """Hand-edit the time of the compaction whose summary is `summary`; other lines keep their bytes."""
+    out = []
+    for line in raw_lines(path):
+        obj = json.loads(line)
+        if obj.get("compaction") and obj.get("content") == summary:
+            obj["compaction"] = iso_utc(when)
+            line = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+        out.append(line + b"\n")
+    path.write_bytes(b"".join(out))
+
+
 _FS_FUNCS_OS = (
     "open",
     "stat",

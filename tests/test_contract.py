@@ -29,10 +29,10 @@ import orjson
 import platformdirs
 import pytest
 from _helpers import (
+    age_compaction,
     append_line,
     append_to_log,
     as_msg,
-    iso_utc,
     json_lines,
     messages_path,
     metadata_path,
@@ -1573,18 +1573,6 @@ def test_compacted_stats_counts_archived_messages_their_utf8_bytes_and_sessions(
     parse_iso_utc(stats.oldest)
 
 
-def _age_compaction(path: Path, summary: str, when: datetime) -> None:
-    """Hand-edit the time of the compaction whose summary is `summary`; other lines keep their bytes."""
-    out = []
-    for line in raw_lines(path):
-        obj = json.loads(line)
-        if obj.get("compaction") and obj.get("content") == summary:
-            obj["compaction"] = iso_utc(when)
-            line = orjson.dumps(obj)
-        out.append(line + b"\n")
-    path.write_bytes(b"".join(out))
-
-
 def test_purge_compacted_by_age(store: FileStore, root: Path, tmp_path: Path) -> None:
     """A message's `compacted_at` is the time of the first compaction after it; purge goes by that."""
     s1 = store.create_session("koda", tmp_path)
@@ -1597,8 +1585,8 @@ def test_purge_compacted_by_age(store: FileStore, root: Path, tmp_path: Path) ->
         store.insert_message(s2, Role.USER, c)
     assert store.compact_session(s2, "sum2", 1) == 1
     now = datetime.now(timezone.utc)
-    _age_compaction(messages_path(root, s1), "c1", datetime(2000, 1, 1, tzinfo=timezone.utc))
-    _age_compaction(messages_path(root, s1), "c2", now - timedelta(days=3))
+    age_compaction(messages_path(root, s1), "c1", datetime(2000, 1, 1, tzinfo=timezone.utc))
+    age_compaction(messages_path(root, s1), "c2", now - timedelta(days=3))
     assert store.compacted_stats().oldest == "2000-01-01T00:00:00.000000Z"
     lines1 = raw_lines(messages_path(root, s1))
     lines2 = raw_lines(messages_path(root, s2))

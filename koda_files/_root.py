@@ -74,6 +74,7 @@ class StoreRoot:
         self._layout = 0  # the root's layout, once this store has read or written its marker
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
         self._last_append: tuple[str, int] | None = None
+        self._stray_warned: set[str] = set()  # entries under sessions/ already warned about
 
     def __repr__(self) -> str:
         return f"FileStore({str(self.root)!r}, durability={self.durability!r})"
@@ -193,13 +194,19 @@ class StoreRoot:
             if entry.name.startswith("."):
                 continue
             if entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
-                log.warning("%s: not a session directory, ignored", entry.path)
+                self._warn_stray(entry.path, "not a session directory")
                 continue
             if SESSION_ID_PATTERN.fullmatch(entry.name) is None:
-                log.warning("%s: not a valid session id, ignored", entry.path)
+                self._warn_stray(entry.path, "not a valid session id")
                 continue
             ids.append(entry.name)
         return ids
+
+    def _warn_stray(self, path: str, why: str) -> None:
+        # Once per entry and store: every listing walks sessions/, and one note is enough.
+        if path not in self._stray_warned:
+            self._stray_warned.add(path)
+            log.warning("%s: %s, ignored", path, why)
 
     def _largest_id(self) -> int:
         return max((largest_id(self._sessions_dir / sid) for sid in self._session_ids()), default=0)

@@ -391,11 +391,68 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             n = self._index.summary(sid)
             messages, archived = messages + n.count, archived + n.archived
         self._index.save(ids)
-        return StoreStats(len(ids), messages, archived, self.disk_usage(), self.compacted_stats())
+        compacted = self.compacted_stats()  # first: it may bring `.index` up to date, counted below
+        return StoreStats(len(ids), messages, archived, self.disk_usage(), compacted)
 
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
         self._whole.rebuild()
+
+    # ── for tools ──
+    # What the `koda-files` command and the koda.db export need beyond koda's contract.
+
+    def is_store(self) -> bool:
+        """True when `root` is a store already (it holds the layout marker or `sessions/`); reads only."""
+        from ._layout import is_store
+
+        return is_store(self.root)
+
+    def session_header(self, session_id: str) -> dict[str, Any]:
+        """A copy of the session's `metadata.json` as stored, every field kept (for copying a session whole).
+
+        Raises `SessionNotFoundError` without a session directory; `KodaFilesError` naming the file
+        when it is missing or does not parse.
+        """
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                raise SessionNotFoundError(session_id)
+            return s.header()
+
+    def raw_lines(self, session_id: str, *, archived: bool = False) -> list[bytes]:
+        """The lines of the session's `messages.jsonl` as stored, each ending in a newline.
+
+        Without `archived`, only the active ones: those after the last compaction line, and not
+        marked archived themselves. Raises `SessionNotFoundError` without a session directory.
+        """
+        import orjson
+
+        from ._classify import last_compaction
+        from ._fileops import open_read
+
+        with self._session(session_id) as s:
+            if not s.is_dir():
+                raise SessionNotFoundError(session_id)
+            try:
+                fd = open_read(s.path / MESSAGES)
+            except FileNotFoundError:
+                return []  # a missing log reads as empty, as everywhere
+            try:  # one descriptor: the compaction found is in the bytes read
+                data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+                last = None if archived else last_compaction(fd, len(data), session_id)
+            finally:
+                os.close(fd)
+        data = data[last.offset :] if last is not None else data
+        out = []
+        for line in data.splitlines(keepends=True):
+            if not archived:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    record = None
+                if isinstance(record, dict) and record.get("compacted_at") is not None:
+                    continue  # archived in the first layout: the line says so itself
+            out.append(line if line.endswith(b"\n") else line + b"\n")
+        return out
 
 
 # What the `last_*` queries pick from messages walked newest first (None: look further back).

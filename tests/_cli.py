@@ -19,8 +19,8 @@ from koda_files import FileStore, Role, TokenUsage
 SCRIPT = Path(sys.executable).parent / "koda-files"  # the installed console script
 COMMANDS = [
     "path", "sessions", "search", "show", "usage", "todo", "compact", "delete", "stats", "purge", "check",
-    "import-sqlite", "export-sqlite",
-]  # fmt: skip
+    "import-sqlite", "export-sqlite", "redact", "fork",
+]
 
 
 def env_for(tmp_path: Path, root: Path, **extra: str) -> dict[str, str]:
@@ -50,7 +50,7 @@ class Cli:
         return subprocess.run(
             [*cmd, *args], capture_output=True, text=True, input=input, cwd=self.cwd,
             env=env_for(self.tmp_path, self.root, **extra), timeout=120,
-        )  # fmt: skip
+        )
 
     def ok(self, *args: str, **kw: Any) -> str:
         r = self.run(*args, **kw)
@@ -105,7 +105,7 @@ def run_on_terminal(
     proc = subprocess.Popen(
         [sys.executable, "-m", "koda_files", *args], cwd=cli.cwd, env=env,
         stdout=slave if stream == "stdout" else other, stderr=slave if stream == "stderr" else other,
-    )  # fmt: skip
+    )
     os.close(slave)
     out = b""
     while select.select([master], [], [], 30)[0]:

@@ -19,7 +19,7 @@ from koda_files import FileStore, KodaFilesError, Role
 READING = [
     ["sessions", "--all"], ["show", "latest"], ["search", "x"], ["stats"], ["check"], ["usage", "latest"],
     ["todo", "latest"], ["purge", "--older-than", "1", "--dry-run"], ["export-sqlite", "/nonexistent/out.db"],
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("how", ["--root", "KODA_FILES_DIR"])

@@ -44,7 +44,7 @@ class Follower:
         self.proc = subprocess.Popen(
             [str(SCRIPT), "show", sid, "--follow"], cwd=cli.cwd, env=env_for(cli.tmp_path, cli.root),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen = ""
         threading.Thread(target=self._read, daemon=True).start()
@@ -197,7 +197,7 @@ def test_a_closed_pipe_ends_quietly(cli: Cli) -> None:
     r = subprocess.run(
         ["bash", "-c", f"set -o pipefail; {SCRIPT} show {sid} | head -1"], capture_output=True, text=True,
         env=env_for(cli.tmp_path, cli.root), timeout=60,
-    )  # fmt: skip
+    )
     assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("── user")
 
 

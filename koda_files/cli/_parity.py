@@ -37,7 +37,9 @@ def add_commands(command: Command) -> None:
         "Start a new session from another's context (same agent and project); prints the new id.",
         "koda-files fork 01a2",
     )
-    p.add_argument("session", metavar="SESSION", help="the session to fork (id or unique prefix)")
+    p.add_argument(
+        "session", metavar="SESSION", help="the session to fork: its id, a unique prefix of it, or latest / latest~N"
+    )
 
 
 def cmd_redact(args: argparse.Namespace) -> int:

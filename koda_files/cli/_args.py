@@ -63,6 +63,30 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _global_options(target: argparse.ArgumentParser, *, given_after: bool) -> None:
+    """The options of every command; `given_after`: a command's copy, set only when given there."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if given_after else value
+
+    target.add_argument(
+        "--root", metavar="PATH", default=default(None),
+        help="the store's root (default: $KODA_FILES_DIR, else the platform data dir)",
+    )
+    target.add_argument(
+        "--json", action="store_true", default=default(False), help="machine-readable output on stdout"
+    )
+    target.add_argument("--debug", action="store_true", default=default(False), help="show tracebacks of errors")
+    target.add_argument(
+        "--color", "--colour", choices=("auto", "always", "never"), default=default("auto"),
+        help="colour: auto (a terminal without NO_COLOR), always or never",
+    )
+    target.add_argument(
+        "--no-pager", action="store_true", default=default(False),
+        help="never page long output (default on a terminal: $PAGER, else 'less -FRX')",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; each parsed namespace carries its command's `handler`."""
     parser_class = _Parser
@@ -71,27 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"koda-files {__version__}")
     # The global options work before the command and after it; given after, they win.
     globals_ = parser_class(add_help=False)
-    for target, default in ((parser, None), (globals_, argparse.SUPPRESS)):
-        target.add_argument(
-            "--root", metavar="PATH", default=default, help="the store's root (default: $KODA_FILES_DIR, "
-            "else the platform data dir)"
-        )
-        target.add_argument(
-            "--json", action="store_true", default=False if default is None else default,
-            help="machine-readable output on stdout"
-        )
-        target.add_argument(
-            "--debug", action="store_true", default=False if default is None else default,
-            help="show tracebacks of errors"
-        )
-        target.add_argument(
-            "--color", "--colour", choices=("auto", "always", "never"), default="auto" if default is None else default,
-            help="colour: auto (a terminal without NO_COLOR), always or never"
-        )
-        target.add_argument(
-            "--no-pager", action="store_true", default=False if default is None else default,
-            help="never page long output (default on a terminal: $PAGER, else 'less -FRX')"
-        )
+    _global_options(parser, given_after=False)
+    _global_options(globals_, given_after=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=parser_class)
 
     def command(name: str, handler: object, summary: str, example: str) -> argparse.ArgumentParser:

@@ -12,11 +12,15 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from ._classify import classify, last_compaction
+from ._fileops import open_read
+from ._framing import body, iter_raw_lines
 from ._layout import LAYOUT_FILE, SESSIONS, validate_session_id
 from ._protocol import StrPath
 from ._resume import Resume
 from ._root import StoreRoot
-from .types import SearchHit, SessionInfo, SessionOverview
+from .errors import SessionNotFoundError
+from .types import Message, SearchHit, SessionInfo, SessionOverview
 
 __all__ = ["Browse"]
 
@@ -90,6 +94,33 @@ class Browse:
                 )
             )
         return rows
+
+    def session_header(self, session_id: str) -> dict[str, Any]:
+        with self._root.session(session_id) as s:
+            if not s.is_dir():
+                raise SessionNotFoundError(session_id)
+            return s.header()
+
+    def raw_lines(self, session_id: str, archived: bool) -> list[bytes]:
+        with self._root.session(session_id) as s:
+            if not s.is_dir():
+                raise SessionNotFoundError(session_id)
+            try:
+                fd = open_read(s.messages_path)
+            except FileNotFoundError:
+                return []  # a missing log reads as empty, as everywhere
+            try:
+                last = None if archived else last_compaction(fd, os.fstat(fd).st_size, session_id)
+                out = []
+                for offset, raw in iter_raw_lines(fd, last.offset if last is not None else 0):
+                    if not archived:
+                        entry = classify(body(raw, offset == 0), session_id)[1]
+                        if type(entry) is Message and entry.compacted_at is not None:
+                            continue  # archived in the first layout: the line says so itself
+                    out.append(raw if raw.endswith(b"\n") else raw + b"\n")
+                return out
+            finally:
+                os.close(fd)
 
     def disk_usage(self) -> int:
         """Bytes of the store's own files: the marker, `.ids`, `.index` and all under `sessions/`."""

@@ -97,7 +97,8 @@ class Maintenance:
             n = root.index.summary(sid)
             messages, archived = messages + n.count, archived + n.archived
         root.index.save(ids)
-        return StoreStats(len(ids), messages, archived, self._browse.disk_usage(), self.compacted_stats())
+        compacted = self.compacted_stats()  # first: it may bring `.index` up to date, counted below
+        return StoreStats(len(ids), messages, archived, self._browse.disk_usage(), compacted)
 
     def check(self, repair: bool) -> CheckReport:
         return check_store(self._root, repair)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from ._completion import note_root_tracks
+from ._completion import HEADER_KEY, note_root_tracks, root_tracks
 from ._fileops import atomic_write, fsync_dir, make_dir, make_dirs, read_file
 from ._header import encode_header
 from ._ids import IdAllocator
@@ -36,6 +36,7 @@ from ._layout import (
     SESSIONS,
     check_new_root,
     default_root,
+    new_session_id,
     validate_session_id,
 )
 from ._locking import FileMutex
@@ -179,6 +180,31 @@ class StoreRoot:
         if not isinstance(version, int) or version > LAYOUT_VERSION:
             raise UnsupportedLayoutError(marker, version, LAYOUT_VERSION)
         return version
+
+    def create_session(self, agent_name: str, project_root: str | None, created_at: str) -> str:
+        """A new session of a checked agent name and project root (see `FileStore.create_session`)."""
+        self.ensure_root()
+        session_id = new_session_id()
+        header: dict[str, Any] = {
+            "agent_name": agent_name,
+            "created_at": created_at,
+            "id": session_id,
+            "metadata": {},
+            "project_root": project_root,
+        }
+        if self.tracks_completion:
+            self.note_tracking()
+        if self.tracks_completion or root_tracks(self.root):
+            header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
+        with self.session(session_id) as s:
+            s.create(header)
+        return session_id
+
+    def restore_session(self, header: dict[str, Any], files: dict[str, bytes], replace: bool) -> None:
+        """Write a whole session given its header and files (see `FileStore.restore_session`)."""
+        self.ensure_root()
+        with self.session(header["id"]) as s:
+            s.create(header, files=files, replace=replace)
 
     def session_ids(self) -> list[str]:
         """Ids of the session directories under the root, in directory order.

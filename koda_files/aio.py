@@ -276,6 +276,15 @@ class AsyncFileStore:
     async def stats(self) -> StoreStats:
         return await asyncio.to_thread(self.sync.stats)
 
+    async def is_store(self) -> bool:
+        return await asyncio.to_thread(self.sync.is_store)
+
+    async def session_header(self, session_id: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.session_header, session_id)
+
+    async def raw_lines(self, session_id: str, *, archived: bool = False) -> list[bytes]:
+        return await asyncio.to_thread(self.sync.raw_lines, session_id, archived=archived)
+
     async def reserve_ids(self, first: int, count: int) -> int:
         return await asyncio.to_thread(self.sync.reserve_ids, first, count)
 

@@ -1,12 +1,8 @@
-"""`FileStore`: the Persistence contract over a directory of plain files.
+"""`FileStore`: the Persistence contract over a directory of plain files (layout: see README).
 
-Layout: `<root>/koda-files.json` (layout version), `<root>/.ids` (id counter) and
-`<root>/sessions/<id>/` with `messages.jsonl`, `metadata.json` and `todo.md`. Writes to one
-session are serialised by that session's lock; reads take no lock.
-
-`FileStore` is one class whose methods are grouped by concept; the work is done by small
-collaborators it owns, all standing on one `StoreRoot` (root directory, session handles, id
-allocator, index and root summary).
+One class, its methods grouped by concept; the work is done by small collaborators it owns,
+all standing on one `StoreRoot` (root directory, session handles, ids, index, root summary).
+Writes to one session are serialised by that session's lock; reads take no lock.
 """
 
 from __future__ import annotations
@@ -17,11 +13,10 @@ from typing import Any
 
 from ._browse import Browse
 from ._codec import check_int, check_text, encode_new, encode_record_line, project_root_text
-from ._completion import HEADER_KEY, root_tracks
 from ._events import Events
 from ._fork import Fork
 from ._kv import KeyValue
-from ._layout import MESSAGES, TODO, new_session_id, utc_now, validate_session_id
+from ._layout import MESSAGES, TODO, is_store, utc_now, validate_session_id
 from ._maintenance import Maintenance
 from ._protocol import RoleLike, StrPath
 from ._redact import Redact
@@ -111,23 +106,7 @@ class FileStore:
         the session is created tracking completion.
         """
         check_text("agent_name", agent_name, optional=False)
-        root_text = project_root_text(project_root)
-        self._root.ensure_root()
-        session_id = new_session_id()
-        header: dict[str, Any] = {
-            "agent_name": agent_name,
-            "created_at": utc_now(),
-            "id": session_id,
-            "metadata": {},
-            "project_root": root_text,
-        }
-        if self.tracks_completion:
-            self._root.note_tracking()
-        if self.tracks_completion or root_tracks(self.root):
-            header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
-        with self._root.session(session_id) as s:
-            s.create(header)
-        return session_id
+        return self._root.create_session(agent_name, project_root_text(project_root), utc_now())
 
     def list_sessions(self, limit: int, project_root: StrPath | None = None) -> list[SessionInfo]:
         """Sessions of `project_root` and sessions without one, newest first, at most `limit`.
@@ -483,9 +462,7 @@ class FileStore:
         """
         session_id = validate_session_id(header.get("id"))
         lines = [encode_record_line(record, session_id, index) for index, record in enumerate(records)]
-        self._root.ensure_root()
-        with self._root.session(session_id) as s:
-            s.create(dict(header), files={MESSAGES: b"".join(lines), **(files or {})}, replace=replace)
+        self._root.restore_session(dict(header), {MESSAGES: b"".join(lines), **(files or {})}, replace)
 
     # ── integrity ──
 
@@ -496,3 +473,19 @@ class FileStore:
     def reindex(self) -> None:
         """Rebuild `.index` and `.summary` from every session's files (after hand edits to logs)."""
         self._maintenance.reindex()
+
+    # ── for tools: what the `koda-files` command and the koda.db export need beyond koda's contract ──
+
+    def is_store(self) -> bool:
+        """True when `root` is a store already (it holds the layout marker or `sessions/`); reads only."""
+        return is_store(self.root)
+
+    def session_header(self, session_id: str) -> dict[str, Any]:
+        """A copy of the session's `metadata.json`, every field kept; `SessionNotFoundError` if absent,
+        `CorruptFileError` if it does not parse."""
+        return self._browse.session_header(session_id)
+
+    def raw_lines(self, session_id: str, *, archived: bool = False) -> list[bytes]:
+        """The lines of `messages.jsonl` as stored, each ending in a newline; without `archived`, the
+        active ones only (after the last compaction line, not marked archived). `SessionNotFoundError` if absent."""
+        return self._browse.raw_lines(session_id, archived)

@@ -19,7 +19,7 @@ from koda_files import FileStore, Role, TokenUsage
 SCRIPT = Path(sys.executable).parent / "koda-files"  # the installed console script
 COMMANDS = [
     "path", "sessions", "search", "show", "usage", "todo", "compact", "delete", "stats", "purge", "check",
-    "import-sqlite", "export-sqlite",
+    "import-sqlite", "export-sqlite", "redact", "fork",
 ]
 
 

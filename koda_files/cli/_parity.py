@@ -6,8 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from .._header import read_header
-from . import _main as cli
+from ._common import confirm, open_store, overview, print_json, resolve
 
 __all__ = ["add_commands"]
 
@@ -27,45 +26,45 @@ def add_commands(command: Command) -> None:
         "redact", cmd_redact,
         "Replace the content of messages (ids as in `show --raw`) and remove every copy of the old text.",
         "koda-files redact 1842 1843 --with '[secret removed]' --yes",
-    )  # fmt: skip
+    )
     p.add_argument("ids", metavar="MESSAGE_ID", type=_message_id, nargs="+", help="the messages to redact")
     p.add_argument("--with", dest="replacement", metavar="TEXT", default="[redacted]",
-                   help="the new content (default: [redacted])")  # fmt: skip
+                   help="the new content (default: [redacted])")
     p.add_argument("--yes", action="store_true", help="do not ask")
 
     p = command(
         "fork", cmd_fork,
         "Start a new session from another's context (same agent and project); prints the new id.",
         "koda-files fork 01a2",
-    )  # fmt: skip
-    p.add_argument("session", metavar="SESSION", help="the session to fork (id or unique prefix)")
+    )
+    p.add_argument(
+        "session", metavar="SESSION", help="the session to fork: its id, a unique prefix of it, or latest / latest~N"
+    )
 
 
 def cmd_redact(args: argparse.Namespace) -> int:
-    store = cli.open_store(args)
+    store = open_store(args)
     ids = sorted(set(args.ids))
-    if not cli.confirm(f"redact {len(ids)} message(s) for good ({', '.join(map(str, ids))})?", args.yes):
+    if not confirm(f"redact {len(ids)} message(s) for good ({', '.join(map(str, ids))})?", args.yes):
         print("not redacted", file=sys.stderr)
         return 1
     store.clear_message_content(ids, args.replacement)
     if args.json:
-        cli.print_json({"redacted": ids})
+        print_json({"redacted": ids})
     else:
         print(f"redacted {len(ids)} message(s)")
     return 0
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    store = cli.open_store(args)
-    source = cli.resolve(store, args.session)
-    info = read_header(store.root / "sessions" / source, source)
-    agent = info.get("agent_name") if isinstance(info.get("agent_name"), str) else "main"
-    project = info.get("project_root") if isinstance(info.get("project_root"), str) else "/"
+    store = open_store(args)
+    source = resolve(store, args.session)
+    source_info = overview(store, source)
     history = store.load_context(source)
-    new = store.create_session(str(agent), str(project))
+    new = store.create_session(source_info.agent_name or "main", source_info.project_root)
     store.copy_messages_into_session(new, history)
     if args.json:
-        cli.print_json({"session_id": new, "forked_from": source, "messages": len(history)})
+        print_json({"session_id": new, "forked_from": source, "messages": len(history)})
     else:
         print(new)
     return 0

@@ -12,7 +12,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from ._main import open_store, style_for_stdout
+from ._common import open_store, style_for_stdout
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -79,7 +79,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         args.pattern, regex=args.regex, tools=args.tools or "tool" in (args.role or ()), archived=args.all,
         roles=frozenset(args.role) if args.role else None, project_root=args.project,
         since=since_time(args.since) if args.since else None, progress=progress,
-    )  # fmt: skip
+    )
     limit = args.limit or sys.maxsize
     count = 0
 

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .._fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
-from .._header import read_header
-from .._layout import SESSIONS
 from ..errors import KodaFilesError
 from ..store import FileStore
-from ..types import Message, SessionEvent
+from ..types import Message, SessionEvent, SessionOverview
 from ._common import SCHEMA, TODO_KEY, ExportReport, Progress, as_text, to_koda_time
 from ._extra import EXTRA_SCHEMA, export_events, export_extras, export_kv
 
@@ -52,14 +50,6 @@ def run_export(store: FileStore, target: Path, progress: Progress | None) -> Exp
                 unlink(leftover)
 
 
-def _store_session_ids(store: FileStore) -> list[str]:
-    try:
-        entries = list(os.scandir(store.root / SESSIONS))
-    except FileNotFoundError:
-        return []
-    return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
-
-
 def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -> ExportReport:
     import sqlite3
 
@@ -74,16 +64,20 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
         events: list[SessionEvent] = []
         n_sessions = n_messages = n_meta = n_todos = 0
         failed: list[tuple[str, str]] = []
-        headers: dict[str, dict[str, Any]] = {}
-        for sid in _store_session_ids(store):
+        sessions: dict[str, tuple[SessionOverview, dict[str, Any]]] = {}
+        for sid in store.session_ids():  # what the store lists: stray entries are not sessions
             try:
-                headers[sid] = read_header(store.root / SESSIONS / sid, sid)
+                header = store.session_header(sid)  # every field, for the metadata and owned files
             except KodaFilesError as exc:
                 failed.append((sid, str(exc)))
+                continue
+            overview = store.session_overview(sid)
+            if overview is not None:  # None: deleted meanwhile
+                sessions[sid] = (overview, header)
         # koda orders sessions created in the same second by rowid: insert them in creation order.
-        ids = sorted(headers, key=lambda sid: (str(headers[sid].get("created_at") or ""), sid))
+        ids = sorted(sessions, key=lambda sid: (sessions[sid][0].created_at, sid))
         for done, sid in enumerate(ids, 1):
-            header = headers[sid]
+            overview, header = sessions[sid]
             messages = store.load_all_messages(sid)
             meta = header.get("metadata") or {}
             todo = store.get_todo(sid)
@@ -92,12 +86,12 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
                 " title, mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     sid,
-                    to_koda_time(as_text(header.get("created_at"))),
-                    as_text(header.get("agent_name")) or "",
-                    as_text(header.get("project_root")),
+                    to_koda_time(as_text(overview.created_at or None)),
+                    as_text(overview.agent_name),
+                    as_text(overview.project_root),
                     to_koda_time(store.session_last_accessed(sid)),
-                    _string(header.get("title")),
-                    _string(header.get("mode")),
+                    as_text(overview.title),
+                    as_text(overview.mode),
                 ),
             )
             try:
@@ -134,11 +128,6 @@ def _export(store: FileStore, tmp: Path, name: str, progress: Progress | None) -
         conn.close()  # the last connection checkpoints and removes the -wal file
     sync_path(tmp)
     return ExportReport(name, n_sessions, n_messages, n_meta, n_todos, tuple(failed))
-
-
-def _string(value: object) -> str | None:
-    """A header text value as the store reads it (`get_session_title`, …): not a string is none."""
-    return as_text(value) if isinstance(value, str) else None
 
 
 def _message_row(m: Message) -> tuple[Any, ...]:

@@ -18,8 +18,11 @@ from typing import Any
 from ._codec import check_int, check_text, encode_completion, encode_thinking
 from ._fileops import set_mtime, touch
 from ._layout import ACCESS, MESSAGES, parse_time, utc_now, validate_session_id
+from ._messagelog import read_backwards
 from ._root import StoreRoot
+from ._sanitize import call_ids, sanitize
 from ._scan import backwards, logs_by_mtime
+from ._session import SessionDir
 from .errors import MessageNotFoundError, SessionNotFoundError
 from .types import Interruption, Message, Role
 
@@ -182,7 +185,9 @@ class Resume:
         messages as koda does: a dropped call or an interrupted reply leaves the prompt unanswered.
         """
         with self._root.session(session_id) as s:
-            context = s.load_context(access=False)
+            context = None if s.is_parsed() else _context_end(s)
+            if context is None:
+                context = s.load_context(access=False)
         last = next((m for m in reversed(context) if m.role is not Role.SYSTEM), None)
         if last is None:
             return None
@@ -191,3 +196,31 @@ class Resume:
         if last.role is Role.TOOL:
             return Interruption("tool")
         return None
+
+
+def _context_end(s: SessionDir) -> list[Message] | None:
+    """How `load_context`'s answer ends, from the log read backwards to its last user message.
+
+    User messages are always in the context and what follows one is judged by what follows it,
+    unless a result there answers a call made above it, or the session's tracking of completion
+    decides (an unfinished reply, and no header flag): then None, and the caller reads it all.
+    """
+    newest_first: list[Message] = []
+    with contextlib.closing(read_backwards(s.messages_path, s.id)) as older:
+        for m in older:
+            if m.compacted_at is not None:
+                break  # above the last compaction: not in the context
+            newest_first.append(m)
+            if m.role is Role.USER:
+                break
+    tail = newest_first[::-1]
+    called: set[str] = set()
+    for m in tail:
+        if m.role is Role.ASSISTANT:
+            called.update(call_ids(m.tool_calls))
+        elif m.role is Role.TOOL and m.tool_call_id not in called and tail[0].role is Role.USER:
+            return None  # may answer a call made above the user message
+    tracking = s.header_flag.get()
+    if not tracking and any(m.role is Role.ASSISTANT and m.completed_at is None for m in tail):
+        return None  # a mark anywhere in the log would leave it out
+    return sanitize(tail, tracking)

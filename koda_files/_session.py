@@ -438,6 +438,10 @@ class SessionDir:
         self.close_append()
         self.mutex.close()
 
+    def is_parsed(self) -> bool:
+        """True when this handle holds a parsed log (a `load_context` then costs a stat and the news)."""
+        return self.log.exists
+
     def holds(self, message_id: int) -> bool:
         """True when the parsed log (if any) holds this message id."""
         return self.log.exists and message_id in self.log.where

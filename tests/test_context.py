@@ -139,7 +139,17 @@ def _run_history(root: Path, steps: list[tuple[object, ...]], track_root: bool) 
         check_rule(stored, context, tracking)
         active = [m for m in stored if m.compacted_at is None]
         assert context == [active[i] for i in sanitize_indices([as_msg(m) for m in active], tracking)]
+        # A cold store reads only the log's end when that is enough: it must say the same.
+        assert FileStore(root).detect_interruption(sid) == _how_it_ends(context)
     assert FileStore(root).load_context(sid) == store.load_context(sid)  # cold agrees with warm
+
+
+def _how_it_ends(context: list[Message]) -> Interruption | None:
+    """`detect_interruption`'s rule applied to a whole context."""
+    last = next((m for m in reversed(context) if m.role is not Role.SYSTEM), None)
+    if last is None or last.role is Role.ASSISTANT:
+        return None
+    return Interruption("prompt", (last.content or "")[:80]) if last.role is Role.USER else Interruption("tool")
 
 
 def test_reference_sanitiser_on_the_rules_cases() -> None:

@@ -506,14 +506,39 @@ def test_detect_interruption_names_what_the_session_ended_on(store: FileStore, r
     assert store.detect_interruption(sid) is None
 
 
-def test_detect_interruption_on_a_long_log_damaged_at_the_start(fstore: FileStore, root: Path) -> None:
+def test_detect_interruption_reads_only_the_end(
+    fstore: FileStore, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cold store answers from the log's end: damage at the start is never read (a full read
+    would log a warning naming line 1), and the answer is the one a full read gives."""
     sid = fstore.create_session("main", ".")
     for i in range(2000):
         fstore.insert_message(sid, Role.USER if i % 2 else Role.ASSISTANT, f"message {i} " + "x" * 200)
     with open(messages_path(root, sid), "r+b") as f:
-        f.write(b"#")  # damage at the start: a full read would log it
-    fresh = FileStore(root)
-    assert fresh.detect_interruption(sid) == Interruption("prompt", ("message 1999 " + "x" * 200)[:80])
+        f.write(b"#")  # the first line no longer parses
+    with caplog.at_level(logging.WARNING, logger="koda_files"):
+        assert FileStore(root).detect_interruption(sid) == Interruption("prompt", ("message 1999 " + "x" * 200)[:80])
+    assert "line 1" not in caplog.text and caplog.text == ""
+    with caplog.at_level(logging.WARNING, logger="koda_files"):
+        FileStore(root).load_context(sid)  # the same damage, read whole: named
+    assert "line 1" in caplog.text
+
+
+def test_detect_interruption_reads_on_when_the_end_cannot_say(fstore: FileStore, root: Path) -> None:
+    """A result after the last prompt that answers a call made before it, or an unfinished reply
+    in a session whose marks may be anywhere, need the whole log: the answer is still exact."""
+    sid = fstore.create_session("main", ".")
+    calls = '[{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]'
+    fstore.insert_message(sid, Role.ASSISTANT, None, calls)
+    fstore.insert_message(sid, Role.USER, "meanwhile")
+    fstore.insert_message(sid, Role.TOOL, "out", None, "c1")
+    assert FileStore(root).detect_interruption(sid) == Interruption("tool")
+    other = fstore.create_session("main", ".")
+    done = fstore.insert_message(other, Role.ASSISTANT, "first answer")
+    fstore.mark_message_complete(done)  # the session now tracks completion (a mark, not the header)
+    fstore.insert_message(other, Role.USER, "question")
+    fstore.insert_message(other, Role.ASSISTANT, "cut off")  # never marked: left out
+    assert FileStore(root).detect_interruption(other) == Interruption("prompt", "question")
 
 
 # ── async ──

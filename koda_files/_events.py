@@ -53,7 +53,7 @@ def _decode(line: bytes, session_id: str) -> SessionEvent:
     return SessionEvent(
         record["id"], session_id, record["kind"], record["payload"],
         record.get("parent_tool_call_id"), record.get("created_at"),
-    )  # fmt: skip
+    )
 
 
 def read_events(path: Path, session_id: str) -> list[SessionEvent]:

@@ -315,7 +315,7 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
         row = [
             str(header.get("created_at") or ""), sid, str(header.get("agent_name") or ""), n.count, n.tokens,
             root, _text(header.get("title")), _text(header.get("mode")), hkey, lkey,
-        ]  # fmt: skip
+        ]
         (none if root is None else projects.setdefault(root, [])).append(row)
     lists = {p: _newest(rows) for p, rows in projects.items()}
     return {

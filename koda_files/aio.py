@@ -109,7 +109,7 @@ class AsyncFileStore:
         return await asyncio.to_thread(
             self.sync.insert_message_with_agent,
             session_id, role, content, tool_calls, tool_call_id, usage, agent_name,
-        )  # fmt: skip
+        )
 
     async def load_context(self, session_id: str) -> list[Message]:
         return await asyncio.to_thread(self.sync.load_context, session_id)

@@ -54,6 +54,14 @@ def test_every_module_is_small_enough_to_read_in_one_sitting() -> None:
         assert lines < MAX_LINES, f"{path.relative_to(PACKAGE.parent)}: {lines} lines"
 
 
+def test_no_formatter_markers_are_left() -> None:
+    """The project does not run a formatter: a marker telling one to skip a line would promise one."""
+    repo = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(repo / "tests").glob("*.py"), *(repo / "benchmarks").glob("*.py")]
+    marker = "fmt" + ": skip"  # spelled apart, so this file does not match itself
+    assert [str(f.relative_to(repo)) for f in files if marker in f.read_text(encoding="utf-8")] == []
+
+
 @pytest.mark.parametrize("cls", [FileStore, AsyncFileStore])
 def test_the_stores_are_single_classes_without_an_inheritance_chain(cls: type) -> None:
     assert cls.__mro__ == (cls, object)

@@ -13,19 +13,24 @@ from collections.abc import Iterator
 from typing import Any
 
 from ._classify import classify, last_compaction
+from ._completion import ROOT_FLAG
 from ._fileops import open_read
 from ._framing import body, iter_raw_lines
-from ._layout import LAYOUT_FILE, SESSIONS, validate_session_id
+from ._index import INDEX_FILE
+from ._journal import JOURNAL
+from ._kv import KV_FILE
+from ._layout import GITIGNORE_FILE, LAYOUT_FILE, SESSIONS, validate_session_id
 from ._protocol import StrPath
 from ._resume import Resume
 from ._root import StoreRoot
+from ._summary import SUMMARY_FILE
 from .errors import SessionNotFoundError
 from .types import Message, SearchHit, SessionInfo, SessionOverview
 
 __all__ = ["Browse"]
 
 # The store's own files directly under the root; anything else there (.git, .venv) is not ours.
-_ROOT_FILES = (LAYOUT_FILE, ".ids", ".index")
+_ROOT_FILES = (LAYOUT_FILE, GITIGNORE_FILE, ".ids", INDEX_FILE, SUMMARY_FILE, JOURNAL, ROOT_FLAG, KV_FILE)
 
 
 class Browse:
@@ -123,7 +128,7 @@ class Browse:
                 os.close(fd)
 
     def disk_usage(self) -> int:
-        """Bytes of the store's own files: the marker, `.ids`, `.index` and all under `sessions/`."""
+        """Bytes of the store's own files: those it keeps at the root and all under `sessions/`."""
         total = 0
         for name in _ROOT_FILES:
             try:

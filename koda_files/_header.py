@@ -31,7 +31,8 @@ def read_header(directory: Path, session_id: str) -> dict[str, Any]:
     try:
         header = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise CorruptFileError(path, f"metadata of session {session_id!r} does not parse: {exc}") from None
+        why = f"metadata of session {session_id!r} does not parse: {exc}"
+        raise CorruptFileError(path, why, line=exc.lineno) from None
     if not isinstance(header, dict):
         raise CorruptFileError(path, f"metadata of session {session_id!r} is not a JSON object")
     meta = header.get("metadata")

@@ -32,7 +32,7 @@ def _read_kv(root: Path) -> dict[str, str]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise CorruptFileError(path, f"does not parse: {exc}") from None
+        raise CorruptFileError(path, f"does not parse: {exc}", line=exc.lineno) from None
     if not isinstance(data, dict):
         raise CorruptFileError(path, "is not a JSON object")
     for key, value in data.items():

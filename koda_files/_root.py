@@ -173,8 +173,11 @@ class StoreRoot:
         try:
             marker_data = orjson.loads(raw)
             kind, version = marker_data.get("format"), marker_data.get("layout")
-        except (orjson.JSONDecodeError, AttributeError):
-            raise CorruptFileError(marker, "does not parse; expected a koda-files layout marker") from None
+        except orjson.JSONDecodeError as exc:
+            why = "does not parse; expected a koda-files layout marker"
+            raise CorruptFileError(marker, why, line=exc.lineno) from None
+        except AttributeError:
+            raise CorruptFileError(marker, "is not a JSON object; expected a koda-files layout marker") from None
         if kind != "koda-files":
             raise NotAStoreError(marker, f"{marker}: a marker of another format ({kind!r}), not a koda-files store")
         if not isinstance(version, int) or version > LAYOUT_VERSION:

@@ -423,7 +423,10 @@ class FileStore:
         return self._browse.search(pattern, regex, tools, archived, roles, project_root, since, progress)
 
     def disk_usage(self) -> int:
-        """Bytes of the store's own files: the marker, `.ids`, `.index` and all under `sessions/`."""
+        """Bytes of the store's own files (marker, `.gitignore`, `.ids`, derived files, `kv.json`, `sessions/`).
+
+        Not a `.git` or anything else kept beside them.
+        """
         return self._browse.disk_usage()
 
     def stats(self) -> StoreStats:

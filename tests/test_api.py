@@ -210,7 +210,7 @@ def test_an_unknown_message_id_raises_message_not_found_and_writes_nothing(fstor
 def test_a_corrupt_metadata_json_raises_corrupt_file_error_naming_it(fstore: FileStore, root: Path) -> None:
     sid = fstore.create_session("main")
     path = metadata_path(root, sid)
-    path.write_text('{"agent_name": "main", ')
+    path.write_text('{\n  "agent_name": "main",\n  "id": nope\n}\n')
     calls: list[Callable[[], object]] = [
         lambda: fstore.get_metadata(sid, "model"),
         lambda: fstore.set_metadata(sid, "model", "m"),
@@ -218,9 +218,9 @@ def test_a_corrupt_metadata_json_raises_corrupt_file_error_naming_it(fstore: Fil
     for call in calls:
         with pytest.raises(CorruptFileError) as caught:
             call()
-        assert caught.value.path == str(path) and caught.value.line is None
-        assert str(caught.value).startswith(f"{path}: ") and repr(sid) in str(caught.value)
-    assert path.read_text() == '{"agent_name": "main", '  # left for a person (or check) to mend
+        assert caught.value.path == str(path) and caught.value.line == 3  # where the parser stopped
+        assert str(caught.value).startswith(f"{path}:3: ") and repr(sid) in str(caught.value)
+    assert path.read_text() == '{\n  "agent_name": "main",\n  "id": nope\n}\n'  # left for a person to mend
 
 
 def test_a_corrupt_kv_json_or_layout_marker_raises_corrupt_file_error(fstore: FileStore, root: Path) -> None:
@@ -340,7 +340,10 @@ def test_stats_counts_sessions_messages_archive_and_the_stores_own_bytes(fstore:
     (root / ".git" / "big").write_bytes(b"x" * 10_000)  # not the store's own
     fstore.stats()
     stats = fstore.stats()
-    own = sum(os.path.getsize(root / n) for n in ("koda-files.json", ".ids", ".index"))
+    # Every file the store keeps at the root (those present), and all under sessions/.
+    names = ("koda-files.json", ".gitignore", ".ids", ".index", ".summary", ".changes", ".tracks-completion", "kv.json")
+    own = sum(os.path.getsize(root / n) for n in names if (root / n).exists())
+    assert own > os.path.getsize(root / "koda-files.json") + os.path.getsize(root / ".ids")
     own += sum(p.stat().st_size for p in sessions_dir(root).rglob("*") if p.is_file())
     assert stats == StoreStats(2, 8, 3, own, fstore.compacted_stats())
     assert stats.compacted.message_count == 3 and stats.compacted.session_count == 1

@@ -23,6 +23,7 @@ directory is never touched (every store gets an explicit root).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -347,7 +348,7 @@ class DirectFiles:
 
     def session(self, project: str, msgs: Sequence[MsgSpec], preserve: int | None = None) -> str:
         """A new session of `msgs`, compacted keeping the last `preserve` (None: not compacted); its id."""
-        from koda_files.codec import encode_new, with_id
+        from koda_files.codec import decode_line, encode_new, with_id
         from koda_files.layout import new_session_id, utc_now
         from koda_files.sanitize import CallOwners, group_start
         from koda_files.session import encode_header
@@ -360,7 +361,7 @@ class DirectFiles:
         for role, content, tool_calls, tool_call_id, usage in msgs:
             line = with_id(encode_new(role, content, tool_calls, tool_call_id, usage, None, utc_now()), self.next_id)
             lines.append(line[:-1])  # without its newline
-            owner_of.append(owners.feed(role, tool_calls, tool_call_id))
+            owner_of.append(owners.feed(decode_line(line, sid)))
             self.next_id += 1
         writes = len(msgs)
         cut = group_start(owner_of, max(0, len(lines) - preserve)) if preserve is not None else 0
@@ -905,6 +906,38 @@ class Bench:
                 shutil.rmtree(loc)
         self.checks.same("purge_compacted", answers["files"], answers["sqlite"])
         self.add(r)
+        self.whole_store_memory(base, count)
+
+    def whole_store_memory(self, base: dict[Kind, Path], count: int) -> None:
+        """Peak RSS above baseline of each whole-store query, each in a new child process.
+
+        "cold": the files' derived `.summary` and `.index` removed first, so the call builds
+        them from every session (for SQLite: a new connection); "later": the next call, on
+        what the cold one left. Purge runs on copies (with and without those files).
+        """
+        derived = (".summary", ".index")
+        info: dict[str, Any] = {}
+        print(f"    peak RSS above baseline, {count} sessions (cold: summary and index built; later: next call)")
+        for op, name in (("list", "list_sessions(20, root)"), ("recent", "recent_user_messages(10)"),
+                         ("stats", "compacted_stats()"), ("purge", "purge_compacted(0)")):  # fmt: skip
+            row: dict[str, Any] = {}
+            for kind in KINDS:
+                for when in ("cold", "later"):
+                    loc = base[kind]
+                    if op == "purge":
+                        loc = self.fresh(f"purge-rss-{kind}")
+                        copy_loc(base[kind], loc)
+                    if when == "cold" and kind == "files":
+                        for d in derived:
+                            (loc / d).unlink(missing_ok=True)
+                    got = child_rss(kind, op, loc, "")
+                    row[f"{kind} {when}"] = {"peak_bytes": got["peak"], "seconds": got["seconds"]}
+                    if op == "purge":
+                        shutil.rmtree(loc)
+            info[name] = row
+            cells = "   ".join(f"{k} +{v['peak_bytes'] / 2**20:5.1f} MB" for k, v in row.items())
+            print(f"      {name:<26} {cells}", flush=True)
+        self.extra.setdefault("whole_store_memory", {})[str(count)] = info
 
     # the command line: `koda-files --help` must start in under 150 ms ---------
 
@@ -1037,6 +1070,16 @@ def _status_kb(field_name: str) -> int:
     raise KeyError(field_name)
 
 
+# What a child process can measure; each answer is something JSON can carry.
+CHILD_OPS: dict[str, Callable[[Persistence, str], Any]] = {
+    "compact": lambda s, sid: s.compact_session(sid, SUMMARY, 8),
+    "purge": lambda s, sid: s.purge_compacted(0),
+    "list": lambda s, sid: [i.id for i in s.list_sessions(20, PROJECT)],
+    "recent": lambda s, sid: s.recent_user_messages(10),
+    "stats": lambda s, sid: list(dataclasses.astuple(s.compacted_stats())),
+}
+
+
 def child_main(kind: Kind, op: str, loc: str, sid: str) -> None:
     """In a child process: run one operation and report its peak RSS above the baseline."""
     s = open_store(kind, Path(loc))
@@ -1050,7 +1093,7 @@ def child_main(kind: Kind, op: str, loc: str, sid: str) -> None:
         method = "ru_maxrss - VmRSS before"
         baseline = _status_kb("VmRSS") * 1024
     t0 = time.perf_counter()
-    answer = s.compact_session(sid, SUMMARY, 8) if op == "compact" else s.purge_compacted(0)
+    answer = CHILD_OPS[op](s, sid)
     seconds = time.perf_counter() - t0
     if method.startswith("VmHWM"):
         peak = _status_kb("VmHWM") * 1024

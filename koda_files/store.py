@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -264,15 +265,26 @@ class FileStore(Browsing, ForkMixin, EventsMixin, KeyValueMixin, RedactMixin):
             raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
         if min_age_days < 0:
             raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
-        ids = self._session_ids()
-        candidates = [sid for sid in ids if self._index.may_have_archived(sid)]
-        if not candidates:
-            return 0
+        ids = iter(self._session_ids())
+        taking = threading.Lock()
+
+        def worker() -> int:
+            # Workers take sessions one at a time: nothing is queued per session, so memory does
+            # not grow with the store, and the check of one session overlaps another's rewrite.
+            total = 0
+            while True:
+                with taking:
+                    sid = next(ids, None)
+                if sid is None:
+                    return total
+                if self._index.may_have_archived(sid):
+                    total += self._purge_one(sid, min_age_days)
+
         # Each session is rewritten on its own (temp file, fsync, rename); run them side by
         # side so the file system can commit their fsyncs together instead of one by one.
-        with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
-            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days), candidates))
-        return sum(counts)
+        with ThreadPoolExecutor(max_workers=_PURGE_THREADS) as pool:
+            runs = [pool.submit(worker) for _ in range(_PURGE_THREADS)]
+            return sum(run.result() for run in runs)
 
     def _purge_one(self, session_id: str, min_age_days: int) -> int:
         with self._session(session_id) as s:

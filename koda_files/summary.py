@@ -59,6 +59,7 @@ COARSE_DIR_SLACK_NS = 2_000_000_000
 # in: it is checked again by every query until it is older.
 SETTLE_NS = 2_000_000_000
 _NONE = [-1, -1, -1]
+_CHUNK = 512  # sessions checked against their files at a time
 Row = list[Any]  # [created_at, id, agent, count, tokens, project_root, title, mode, header key, log key]
 
 
@@ -245,12 +246,17 @@ class RootSummary:
         # Everything, or those named by the journal, still settling, or new in `sessions/`.
         dirty = alive if full else ((named | settling) & alive) | (alive - self._index.known())
         checked = sorted(dirty)
-        headers = self._index.headers(checked)
-        for sid in checked:
-            self._index.summary(sid)
+        unsettled: dict[str, Any] = {}
+        for at in range(0, len(checked), _CHUNK):  # a chunk at a time: headers are not all held at once
+            chunk = checked[at : at + _CHUNK]
+            headers = self._index.headers(chunk)
+            for sid in chunk:
+                self._index.summary(sid)
+            unsettled.update(_unsettled(self._index, [s for s in chunk if s not in named], headers, key.now))
+            del headers
         self._index.save(ids)
         out = _compute(self._index, ids, self._sessions)
-        out["recheck"] = _unsettled(self._index, [s for s in checked if s not in named], headers, key.now)
+        out["recheck"] = unsettled
         slack = COARSE_DIR_SLACK_NS if key.dir is not None and key.dir[1] % 1_000_000_000 == 0 else DIR_SLACK_NS
         racy = key.dir is not None and key.dir[1] > key.now - slack
         out.update(v=_VERSION, boot=key.boot, dir=None if racy else key.dir, index=self._index.nonce)
@@ -288,8 +294,11 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
     """Statistics, per-project newest sessions and newest prompts from the index entries of `ids`."""
     count = with_archive = size = 0
     oldest: str | None = None
-    projects: dict[str, list[Row]] = {}
-    none: list[Row] = []
+    # Bounded min-heaps, so memory does not grow with the store: each project's newest rows (and
+    # how many it has), and the sessions with the newest prompts (RECENT_KEEP sessions hold the
+    # RECENT_KEEP newest prompts, each giving at least its newest).
+    projects: dict[str, tuple[list[tuple[tuple[str, str], Row]], list[int]]] = {}
+    none: tuple[list[tuple[tuple[str, str], Row]], list[int]] = ([], [0])
     by_prompt: list[tuple[str, int, str]] = []
     for sid in ids:
         header, n, hkey, lkey = index.trusted(sid)
@@ -300,7 +309,7 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
             if n.oldest_archived and (oldest is None or n.oldest_archived < oldest):
                 oldest = n.oldest_archived
         if n.newest_user is not None:
-            by_prompt.append((n.newest_user, n.newest_user_id, sid))
+            _keep(by_prompt, RECENT_KEEP, (n.newest_user, n.newest_user_id, sid))
         if header is None:
             continue
         root = header.get("project_root")
@@ -310,18 +319,29 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
             str(header.get("created_at") or ""), sid, str(header.get("agent_name") or ""), n.count, n.tokens,
             root, _text(header.get("title")), _text(header.get("mode")), hkey, lkey,
         ]  # fmt: skip
-        (none if root is None else projects.setdefault(root, [])).append(row)
-    lists = {p: _newest(rows) for p, rows in projects.items()}
+        heap, seen = none if root is None else projects.setdefault(root, ([], [0]))
+        _keep(heap, LIST_KEEP, ((row[0], row[1]), row))
+        seen[0] += 1
+    lists = {p: _newest(*kept) for p, kept in projects.items()}
     return {
         "stats": [count, with_archive, size, oldest],
         "projects": lists,
-        "none": _newest(none),
+        "none": _newest(*none),
         "recent": _prompts(sessions, by_prompt),
     }
 
 
-def _newest(rows: list[Row]) -> list[Any]:
-    return [heapq.nlargest(LIST_KEEP, rows, key=lambda r: (r[0], r[1])), len(rows) <= LIST_KEEP]
+def _keep(heap: list[Any], cap: int, item: Any) -> None:
+    """Push `item` on the min-heap `heap`, keeping only the `cap` largest."""
+    if len(heap) < cap:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def _newest(heap: list[tuple[tuple[str, str], Row]], seen: list[int]) -> list[Any]:
+    """A project's kept rows, newest first, and whether they are all it has."""
+    return [[row for _, row in sorted(heap, key=lambda kept: kept[0], reverse=True)], seen[0] <= LIST_KEEP]
 
 
 def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:

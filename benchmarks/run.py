@@ -260,6 +260,11 @@ class Result:
         }
 
 
+def _steady(r: Result) -> list[float]:
+    """The files' samples but a cold whole-store query's first two (building the summary)."""
+    return r.files[2:] if "cold (" in r.name and len(r.files) > 3 else r.files
+
+
 def order(rep: int) -> tuple[Kind, Kind]:
     """Alternate which store goes first, so neither always runs on a warmer machine."""
     return KINDS if rep % 2 == 0 else (KINDS[1], KINDS[0])
@@ -371,7 +376,9 @@ class DirectFiles:
         self.journal += [sid.encode()] * writes
         directory = self.root / "sessions" / sid
         os.mkdir(directory, 0o700)
-        for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", b"\n".join(lines) + b"\n")):
+        # `.lock` too: the store's first write to a session leaves it there for good.
+        log = b"\n".join(lines) + b"\n"
+        for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", log), (".lock", b"")):
             fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -431,7 +438,7 @@ def same_as_store(tmp: Path, checks: Checks) -> None:
         if preserve is not None:
             api.compact_session(sid, SUMMARY, preserve)
         did = direct.session(PROJECT, msgs, preserve)
-        for name in ("metadata.json", "messages.jsonl"):
+        for name in ("metadata.json", "messages.jsonl", ".lock"):
             got = _normal((direct_root / "sessions" / did / name).read_bytes(), did)
             want = _normal((api_root / "sessions" / sid / name).read_bytes(), sid)
             checks.same(f"direct writer = store: {name}, preserve {preserve}", got, want)
@@ -896,6 +903,7 @@ class Bench:
             for kind in order(rep):
                 loc = self.fresh(f"purge-{kind}")
                 copy_loc(base[kind], loc)
+                os.sync()  # the copy's write-back is not purge's: it would be synced with purge's own
                 s = open_store(kind, loc)
                 r.samples(kind).append(timed(call_into, answers[kind], s.purge_compacted, 0))
                 if rep == 0:
@@ -907,6 +915,11 @@ class Bench:
         self.checks.same("purge_compacted", answers["files"], answers["sqlite"])
         self.add(r)
         self.whole_store_memory(base, count)
+        mine = self.results[-4:]
+        ratios = [r.ratio for r in mine]
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        print(f"    geometric mean of the whole-store ratios at {count} sessions: {geo:.2f}", flush=True)
+        self.extra.setdefault("whole_store_geomean", {})[str(count)] = geo
 
     def whole_store_memory(self, base: dict[Kind, Path], count: int) -> None:
         """Peak RSS above baseline of each whole-store query, each in a new child process.
@@ -1204,6 +1217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios = [r.ratio for r in b.results if r.in_geomean]
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     elapsed = time.perf_counter() - started
+    # Slowest over fastest sample per workload and store; the files' first two runs of a cold
+    # whole-store query build the summary (and see sessions written 2 s before): left out.
+    spread = {
+        r.name: max(max(v) / min(v) for v in (_steady(r), r.sqlite)) for r in b.results
+    }
 
     print()
     w = max(len(r.name) for r in b.results)
@@ -1216,6 +1234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r.ratio:>12.2f} | {fl} |"
         )
     print(f"\ngeometric mean of the ratios: {geomean:.2f}   ({len(ratios)} workloads, {elapsed:.0f} s total)")
+    for count, geo in b.extra.get("whole_store_geomean", {}).items():
+        print(f"  whole-store workloads at {count} sessions: geometric mean {geo:.2f}")
+    print(
+        f"noise: load average {info['loadavg_at_start'][0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end; "
+        f"slowest/fastest sample of one workload and store: median {statistics.median(spread.values()):.1f}x, "
+        f"up to {max(spread.values()):.1f}x ({max(spread, key=lambda k: spread[k])})"
+    )
     if b.checks.mismatches:
         print(f"WARNING: {len(b.checks.mismatches)} answers differ between the stores (see above)")
     else:
@@ -1229,6 +1254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds_total": elapsed,
             "workloads": {r.name: r.as_json() for r in b.results},
             "geomean_ratio": geomean,
+            "spread_max_over_min": spread,
+            "loadavg_at_end": list(os.getloadavg()),
             "mismatches": b.checks.mismatches,
             **b.extra,
         }

@@ -16,7 +16,9 @@ new in `sessions/` and sessions still settling are checked against their files (
 the others' entries are taken as they are, without a stat. So a hand edit to an existing
 session's files reaches these aggregates with the next store write to that session, or with
 `FileStore.reindex()`. Rows returned (sessions listed, prompts) are re-checked against their
-files; if one changed, the query falls back to a stat of every session.
+files; if one changed, the query falls back to a stat of every session. A prompt is re-read at
+the offset its line had when the summary was built, if its log still has that (inode, size,
+mtime); otherwise its log is walked back from the end.
 """
 
 from __future__ import annotations
@@ -28,25 +30,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .classify import classify
 from .fileops import atomic_write, open_read, read_file
+from .framing import body, lines_containing_backwards
 from .index import SessionIndex
 from .journal import JOURNAL, new_journal, rotate_journal
 from .layout import MESSAGES, METADATA, SESSION_ID_PATTERN, SESSIONS
 from .scan import USER_MARK, backwards
-from .types import CompactedStats, Role
+from .types import CompactedStats, Message, Role
 
 __all__ = ["LIST_KEEP", "RECENT_KEEP", "SUMMARY_FILE", "RootSummary"]
 
 log = logging.getLogger("koda_files")
 
 SUMMARY_FILE = ".summary"
-_VERSION = 1
+_VERSION = 2
 RECENT_KEEP = 100  # user prompts kept: recent_user_messages(limit <= 100) answers from the summary
 LIST_KEEP = 50  # newest sessions kept per project: list_sessions(limit <= 50) answers from it
 JOURNAL_LIMIT = 1 << 20  # past this size the journal starts again (one stat of every session)
@@ -61,6 +65,7 @@ SETTLE_NS = 2_000_000_000
 _NONE = [-1, -1, -1]
 _CHUNK = 512  # sessions checked against their files at a time
 Row = list[Any]  # [created_at, id, agent, count, tokens, project_root, title, mode, header key, log key]
+Prompt = list[Any]  # [created_at, id, session, offset of its line, length of its line, log key when read]
 
 
 @functools.cache
@@ -155,21 +160,20 @@ class RootSummary:
         if limit > len(entries) and not complete:
             return None
         chosen = entries[:limit]
-        wanted: dict[str, set[int]] = {}
-        for _, msg_id, sid in chosen:
-            wanted.setdefault(sid, set()).add(msg_id)
+        wanted: dict[str, list[Prompt]] = {}
+        for prompt in chosen:
+            wanted.setdefault(prompt[2], []).append(prompt)
         found: dict[tuple[str, int], str] = {}
-        for sid, ids in wanted.items():
-            lowest = min(ids)
-            with contextlib.closing(backwards(Path(self._sessions, sid, MESSAGES), sid, USER_MARK)) as newest:
-                for m in newest:
-                    if m.id < lowest:
-                        break
-                    if m.id in ids and m.role is Role.USER and m.content:
-                        found[sid, m.id] = m.content
+        for sid, prompts in wanted.items():
+            path = f"{self._sessions}/{sid}/{MESSAGES}"
+            got = _at_offsets(path, sid, prompts)
+            if got is None:  # the log changed since: find them walking back from its end
+                got = _walking_back(path, sid, {p[1] for p in prompts})
+            for msg_id, content in got.items():
+                found[sid, msg_id] = content
         if len(found) != len(chosen):
             return None  # a prompt is gone or changed by hand
-        return [found[sid, msg_id] for _, msg_id, sid in chosen]
+        return [found[p[2], p[1]] for p in chosen]
 
     def rebuild(self) -> None:
         """Forget the summary and every index entry, and build both again from the files."""
@@ -345,22 +349,20 @@ def _newest(heap: list[tuple[tuple[str, str], Row]], seen: list[int]) -> list[An
 
 
 def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:
-    """The RECENT_KEEP newest user prompts as [created_at, id, session], and whether that is all of them.
+    """The RECENT_KEEP newest user prompts (see `Prompt`), and whether that is all of them.
 
     Sessions are read newest prompt first, each backwards (a log is in time order), until no
     session left can hold a prompt newer than the oldest kept.
     """
     by_prompt.sort(reverse=True)
-    best: list[tuple[str, int, str]] = []
+    best: list[tuple[str, int, str, int, int, list[int]]] = []
     for newest, newest_id, sid in by_prompt:
         if len(best) >= RECENT_KEEP and (newest, newest_id) < best[0][:2]:
             break
         taken = 0
-        with contextlib.closing(backwards(Path(sessions, sid, MESSAGES), sid, USER_MARK)) as newest_first:
-            for m in newest_first:
-                if m.role is not Role.USER or not m.content:
-                    continue
-                item = (m.created_at or "", m.id, sid)
+        with contextlib.closing(_user_lines(f"{sessions}/{sid}/{MESSAGES}", sid)) as newest_first:
+            for offset, length, m, key in newest_first:
+                item = (m.created_at or "", m.id, sid, offset, length, key)
                 if len(best) < RECENT_KEEP:
                     heapq.heappush(best, item)
                 elif item > best[0]:
@@ -372,6 +374,73 @@ def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:
                     break
     complete = len(best) < RECENT_KEEP  # fewer than the cap: these are all the prompts there are
     return [[list(item) for item in sorted(best, reverse=True)], complete]
+
+
+def _prompt(line: bytes, session_id: str) -> Message | None:
+    """The user message with content a line holds, else None."""
+    m = classify(line, session_id)[1]
+    return m if type(m) is Message and m.role is Role.USER and m.content else None
+
+
+def _user_lines(path: str, session_id: str) -> Generator[tuple[int, int, Message, list[int]], None, None]:
+    """(offset, length, message, log key) of each user prompt in a log, newest first; a log that
+    cannot be read is logged and has none."""
+    try:
+        fd = open_read(Path(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+        return
+    try:
+        st = os.fstat(fd)
+        key = [st.st_ino, st.st_size, st.st_mtime_ns]
+        for offset, line in lines_containing_backwards(fd, USER_MARK, st.st_size):
+            m = _prompt(line, session_id)
+            if m is not None:
+                yield offset, len(line), m, key
+    except OSError as exc:
+        log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+    finally:
+        os.close(fd)
+
+
+def _at_offsets(path: str, session_id: str, prompts: list[Prompt]) -> dict[int, str] | None:
+    """The prompts read where their lines were, if the log is the file they were read from."""
+    try:
+        fd = open_read(Path(path))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        out: dict[int, str] = {}
+        for created_at, msg_id, _, offset, length, key in prompts:
+            if key != [st.st_ino, st.st_size, st.st_mtime_ns]:
+                return None
+            # A few bytes more than the line: a BOM or CR that `body` strips, and its newline.
+            line = body(os.pread(fd, length + 8, offset).split(b"\n", 1)[0], offset == 0)
+            m = _prompt(line, session_id)
+            if m is None or m.id != msg_id or (m.created_at or "") != created_at:
+                return None
+            out[msg_id] = m.content or ""  # never empty: `_prompt` takes only prompts with content
+        return out
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _walking_back(path: str, session_id: str, ids: set[int]) -> dict[int, str]:
+    """The contents of the user prompts `ids` found walking back from the end of a log."""
+    out: dict[int, str] = {}
+    lowest = min(ids)
+    with contextlib.closing(backwards(Path(path), session_id, USER_MARK)) as newest:
+        for m in newest:
+            if m.id < lowest:
+                break
+            if m.id in ids and m.role is Role.USER and m.content:
+                out[m.id] = m.content
+    return out
 
 
 def _text(value: object) -> str | None:

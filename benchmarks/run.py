@@ -451,6 +451,45 @@ def same_as_store(tmp: Path, checks: Checks) -> None:
     shutil.rmtree(direct_root)
 
 
+def purge_floor(root: Path) -> float:
+    """Seconds the bare system calls of purge take on `root`, as many threads as the store uses:
+    for each log with a compaction line, read it, write what follows that line to a new file,
+    fdatasync it and rename it over the log (`"flush"` mode's rewrite, without any Python of the
+    store: no lock, no checks, no journal). Which logs, and where to cut, is found untimed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from koda_files.classify import COMPACTION_MARK
+    from koda_files.store import _PURGE_THREADS
+
+    cuts = []
+    for directory in (root / "sessions").iterdir():
+        data = (directory / "messages.jsonl").read_bytes()
+        at = data.rfind(COMPACTION_MARK)
+        if at >= 0:
+            cuts.append((str(directory), data.rfind(b"\n", 0, at) + 1))
+
+    def rewrite(item: tuple[str, int]) -> None:
+        directory, cut = item
+        fd = os.open(f"{directory}/messages.jsonl", os.O_RDONLY)
+        try:
+            data = os.read(fd, os.fstat(fd).st_size)
+            out = os.open(f"{directory}/.floor.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(out, data[cut:])
+                os.fdatasync(out)
+            finally:
+                os.close(out)
+            os.rename(f"{directory}/.floor.tmp", f"{directory}/messages.jsonl")
+        finally:
+            os.close(fd)
+
+    gc.collect()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=_PURGE_THREADS) as pool:
+        list(pool.map(rewrite, cuts))
+    return time.perf_counter() - t0
+
+
 # ── the benchmark ───────────────────────────────────────────────────────────
 
 
@@ -899,7 +938,13 @@ class Bench:
 
         r = Result(f"purge_compacted(0) ({label})")
         answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
+        floors: list[float] = []
         for rep in range(reps if count <= 1000 else min(reps, 3)):  # a copy of 10,000 sessions each
+            loc = self.fresh("purge-floor")
+            copy_loc(base["files"], loc)
+            os.sync()
+            floors.append(purge_floor(loc))
+            shutil.rmtree(loc)
             for kind in order(rep):
                 loc = self.fresh(f"purge-{kind}")
                 copy_loc(base[kind], loc)
@@ -913,6 +958,7 @@ class Bench:
                 close_store(s)
                 shutil.rmtree(loc)
         self.checks.same("purge_compacted", answers["files"], answers["sqlite"])
+        r.floor, r.floor_what = statistics.median(floors), "the same rewrites as bare system calls"
         self.add(r)
         self.whole_store_memory(base, count)
         mine = self.results[-4:]

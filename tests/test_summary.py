@@ -256,3 +256,24 @@ def test_a_prompt_moved_or_changed_by_hand_is_found_in_its_log(tmp_path: Path) -
     got = FileStore(root).recent_user_messages(3)
     assert got == truth(root, tmp_path)["recent"][:3]
     assert got[0] == "question five"
+
+
+def test_a_torn_or_garbled_index_is_rebuilt_and_stays_one_json_object(tmp_path: Path) -> None:
+    """`.index` is one JSON object written an entry a line; a garbled entry or a torn file costs a
+    re-read of the files, never a wrong answer, and the next save is whole JSON again."""
+    root = tmp_path / "root"
+    store, ids = build(root)
+    answers(store)
+    index = root / ".index"
+    assert set(json.loads(index.read_bytes())["logs"]) == set(ids)
+    raw = index.read_bytes()
+    garbled = raw.replace(f'"{ids[3]}":[['.encode(), f'"{ids[3]}":[[{{'.encode(), 1)
+    (root / ".summary").unlink()  # the answers come from the index again
+    index.write_bytes(garbled)
+    assert answers(FileStore(root)) == truth(root, tmp_path)
+    (root / ".summary").unlink()
+    index.write_bytes(raw[: len(raw) // 2])  # torn
+    store = FileStore(root)
+    store.insert_message(ids[2], Role.USER, "after the tear")
+    assert answers(store) == truth(root, tmp_path)
+    assert set(json.loads(index.read_bytes())["logs"]) == set(ids)

@@ -14,7 +14,9 @@ A compacted session with a long archived history (2,000 archived + 210 active, a
 session without history (compaction with and without its byte copy, cold `load_context`).
 At the end: the geometric mean of the ratios, the tail check (the `last_*` queries on a short
 and on a long session) and, with `--big`, the peak RSS of compaction and purge on a ~200 MB
-session, measured in child processes.
+session, measured in child processes. At each number of sessions the whole-store workloads also
+report the geometric mean of their ratios, purge's floor (the same rewrites as bare system
+calls) and the peak RSS of each query in a child process, building the summary and after.
 
 All data lives in a fresh temporary directory that is removed at the end; the user's data
 directory is never touched (every store gets an explicit root).

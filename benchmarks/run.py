@@ -14,7 +14,9 @@ A compacted session with a long archived history (2,000 archived + 210 active, a
 session without history (compaction with and without its byte copy, cold `load_context`).
 At the end: the geometric mean of the ratios, the tail check (the `last_*` queries on a short
 and on a long session) and, with `--big`, the peak RSS of compaction and purge on a ~200 MB
-session, measured in child processes.
+session, measured in child processes. At each number of sessions the whole-store workloads also
+report the geometric mean of their ratios, purge's floor (the same rewrites as bare system
+calls) and the peak RSS of each query in a child process, building the summary and after.
 
 All data lives in a fresh temporary directory that is removed at the end; the user's data
 directory is never touched (every store gets an explicit root).
@@ -23,6 +25,7 @@ directory is never touched (every store gets an explicit root).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -52,9 +55,10 @@ if importlib.util.find_spec("koda_files") is None:  # running from a checkout, n
 
 from sqlite_ref import SqliteStore  # noqa: E402
 
-from koda_files import FileStore, Persistence, Role, TokenUsage  # noqa: E402
+from koda_files import FileStore, Role, TokenUsage  # noqa: E402
 
 Kind = Literal["files", "sqlite"]
+Store = FileStore | SqliteStore  # the two stores compared: koda's core contract on both
 Durability = Literal["flush", "fsync"]
 KINDS: tuple[Kind, Kind] = ("files", "sqlite")
 SYNC = {"flush": "NORMAL", "fsync": "FULL"}
@@ -73,7 +77,7 @@ SUMMARY = (
 # ── stores ──────────────────────────────────────────────────────────────────
 
 
-def open_store(kind: Kind, loc: Path, durability: Durability = "flush") -> Persistence:
+def open_store(kind: Kind, loc: Path, durability: Durability = "flush") -> Store:
     """A new store object on `loc` (a root directory for files, a directory holding koda.db)."""
     if kind == "files":
         return FileStore(root=loc, durability=durability)
@@ -208,7 +212,7 @@ def conversation(n: int, seed: int, size: int = 360) -> list[MsgSpec]:
     return out[:n]
 
 
-def insert_all(store: Persistence, session_id: str, msgs: Sequence[MsgSpec]) -> None:
+def insert_all(store: Store, session_id: str, msgs: Sequence[MsgSpec]) -> None:
     ins = store.insert_message
     for role, content, tool_calls, tool_call_id, usage in msgs:
         ins(session_id, role, content, tool_calls, tool_call_id, usage)
@@ -257,6 +261,11 @@ class Result:
             "files_samples_s": self.files,
             "sqlite_samples_s": self.sqlite,
         }
+
+
+def _steady(r: Result) -> list[float]:
+    """The files' samples but a cold whole-store query's first two (building the summary)."""
+    return r.files[2:] if "cold (" in r.name and len(r.files) > 3 else r.files
 
 
 def order(rep: int) -> tuple[Kind, Kind]:
@@ -335,7 +344,7 @@ class DirectFiles:
         from koda_files._root import StoreRoot
 
         self.store_root = StoreRoot(root)
-        self.store_root._ensure_root()
+        self.store_root.ensure_root()
         self.root = root
         self.next_id = 1
         self.journal = [secrets.token_hex(16).encode()]  # `.changes`: a line per locked write
@@ -347,10 +356,10 @@ class DirectFiles:
 
     def session(self, project: str, msgs: Sequence[MsgSpec], preserve: int | None = None) -> str:
         """A new session of `msgs`, compacted keeping the last `preserve` (None: not compacted); its id."""
-        from koda_files._codec import encode_new, with_id
+        from koda_files._codec import decode_line, encode_new, with_id
+        from koda_files._header import encode_header
         from koda_files._layout import new_session_id, utc_now
         from koda_files._sanitize import CallOwners, group_start
-        from koda_files._session import encode_header
 
         sid = new_session_id()
         header = {"agent_name": "main", "created_at": utc_now(), "id": sid, "metadata": {}, "project_root": project}
@@ -360,7 +369,7 @@ class DirectFiles:
         for role, content, tool_calls, tool_call_id, usage in msgs:
             line = with_id(encode_new(role, content, tool_calls, tool_call_id, usage, None, utc_now()), self.next_id)
             lines.append(line[:-1])  # without its newline
-            owner_of.append(owners.feed(role, tool_calls, tool_call_id))
+            owner_of.append(owners.feed(decode_line(line, sid)))
             self.next_id += 1
         writes = len(msgs)
         cut = group_start(owner_of, max(0, len(lines) - preserve)) if preserve is not None else 0
@@ -370,7 +379,9 @@ class DirectFiles:
         self.journal += [sid.encode()] * writes
         directory = self.root / "sessions" / sid
         os.mkdir(directory, 0o700)
-        for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", b"\n".join(lines) + b"\n")):
+        # `.lock` too: the store's first write to a session leaves it there for good.
+        log = b"\n".join(lines) + b"\n"
+        for name, data in (("metadata.json", encode_header(header)), ("messages.jsonl", log), (".lock", b"")):
             fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -388,7 +399,7 @@ class DirectFiles:
         if self.compaction_layout:
             from koda_files._rewrite import _records  # the store's own encoder of the two lines
 
-            self.store_root._ensure_layout(self.compaction_layout)
+            self.store_root.ensure_layout(self.compaction_layout)
             summary, hint = _records(SUMMARY, now, False)
             inserted = [with_id(summary, first)[:-1], with_id(hint, first + 1)[:-1]]
             return lines[:cut] + inserted + lines[cut:]
@@ -430,7 +441,7 @@ def same_as_store(tmp: Path, checks: Checks) -> None:
         if preserve is not None:
             api.compact_session(sid, SUMMARY, preserve)
         did = direct.session(PROJECT, msgs, preserve)
-        for name in ("metadata.json", "messages.jsonl"):
+        for name in ("metadata.json", "messages.jsonl", ".lock"):
             got = _normal((direct_root / "sessions" / did / name).read_bytes(), did)
             want = _normal((api_root / "sessions" / sid / name).read_bytes(), sid)
             checks.same(f"direct writer = store: {name}, preserve {preserve}", got, want)
@@ -441,6 +452,45 @@ def same_as_store(tmp: Path, checks: Checks) -> None:
     checks.same(f"direct writer = store: {marker}", got, want)
     shutil.rmtree(api_root)
     shutil.rmtree(direct_root)
+
+
+def purge_floor(root: Path) -> float:
+    """Seconds the bare system calls of purge take on `root`, as many threads as the store uses:
+    for each log with a compaction line, read it, write what follows that line to a new file,
+    fdatasync it and rename it over the log (`"flush"` mode's rewrite, without any Python of the
+    store: no lock, no checks, no journal). Which logs, and where to cut, is found untimed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from koda_files._classify import COMPACTION_MARK
+    from koda_files._maintenance import _PURGE_THREADS
+
+    cuts = []
+    for directory in (root / "sessions").iterdir():
+        data = (directory / "messages.jsonl").read_bytes()
+        at = data.rfind(COMPACTION_MARK)
+        if at >= 0:
+            cuts.append((str(directory), data.rfind(b"\n", 0, at) + 1))
+
+    def rewrite(item: tuple[str, int]) -> None:
+        directory, cut = item
+        fd = os.open(f"{directory}/messages.jsonl", os.O_RDONLY)
+        try:
+            data = os.read(fd, os.fstat(fd).st_size)
+            out = os.open(f"{directory}/.floor.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(out, data[cut:])
+                os.fdatasync(out)
+            finally:
+                os.close(out)
+            os.rename(f"{directory}/.floor.tmp", f"{directory}/messages.jsonl")
+        finally:
+            os.close(fd)
+
+    gc.collect()
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=_PURGE_THREADS) as pool:
+        list(pool.map(rewrite, cuts))
+    return time.perf_counter() - t0
 
 
 # ── the benchmark ───────────────────────────────────────────────────────────
@@ -479,7 +529,7 @@ class Bench:
         batch = self.n(200 if durability == "flush" else 40, 20)
         reps = self.repeat
         msgs = conversation(batch * reps + 10, seed=1 if durability == "flush" else 2)
-        stores: dict[Kind, Persistence] = {}
+        stores: dict[Kind, Store] = {}
         sids: dict[Kind, str] = {}
         locs: dict[Kind, Path] = {}
         for kind in KINDS:
@@ -547,9 +597,9 @@ class Bench:
         out: dict[Kind, Any] = {}
         for rep in range(reps):
             for kind in order(rep):
-                holder: list[Persistence] = []
+                holder: list[Store] = []
 
-                def cold(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                def cold(kind: Kind = kind, holder: list[Store] = holder) -> None:
                     s = open_store(kind, base[kind])
                     holder.append(s)
                     out[kind] = s.load_context(sids[kind])
@@ -600,7 +650,7 @@ class Bench:
             for kind in order(rep):
                 s, sid = stores[kind], sids[kind]
 
-                def unit(s: Persistence = s, sid: str = sid) -> None:
+                def unit(s: Store = s, sid: str = sid) -> None:
                     for _ in range(k):
                         s.last_user_message(sid)
                         s.has_pending_tool_calls(sid)
@@ -628,7 +678,7 @@ class Bench:
             for kind in order(rep):
                 s, sid = stores[kind], sids[kind]
 
-                def usage_unit(s: Persistence = s, sid: str = sid) -> None:
+                def usage_unit(s: Store = s, sid: str = sid) -> None:
                     for _ in range(k):
                         s.session_token_usage(sid)
 
@@ -709,9 +759,9 @@ class Bench:
         out: dict[Kind, Any] = {}
         for rep in range(self.repeat):
             for kind in order(rep):
-                holder: list[Persistence] = []
+                holder: list[Store] = []
 
-                def cold(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                def cold(kind: Kind = kind, holder: list[Store] = holder) -> None:
                     s = open_store(kind, locs[kind])
                     holder.append(s)
                     out[kind] = s.load_context(sids[kind])
@@ -838,7 +888,7 @@ class Bench:
     def many_sessions(self, count: int) -> None:
         per = 20
         base: dict[Kind, Path] = {}
-        stores: dict[Kind, Persistence] = {}
+        stores: dict[Kind, Store] = {}
         for kind in KINDS:
             base[kind] = self.fresh(f"many-{kind}")
             stores[kind] = open_store(kind, base[kind])
@@ -860,14 +910,14 @@ class Bench:
         reps = self.repeat
         label = f"{count} sessions x {per}"
 
-        def cold_call(name: str, call: Callable[[Persistence], Any], key: Callable[[Any], Any]) -> None:
+        def cold_call(name: str, call: Callable[[Store], Any], key: Callable[[Any], Any]) -> None:
             r = Result(f"{name}, cold ({label})")
             out: dict[Kind, Any] = {}
             for rep in range(reps):
                 for kind in order(rep):
-                    holder: list[Persistence] = []
+                    holder: list[Store] = []
 
-                    def run(kind: Kind = kind, holder: list[Persistence] = holder) -> None:
+                    def run(kind: Kind = kind, holder: list[Store] = holder) -> None:
                         s = open_store(kind, base[kind])
                         holder.append(s)
                         out[kind] = call(s)
@@ -891,10 +941,17 @@ class Bench:
 
         r = Result(f"purge_compacted(0) ({label})")
         answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
+        floors: list[float] = []
         for rep in range(reps if count <= 1000 else min(reps, 3)):  # a copy of 10,000 sessions each
+            loc = self.fresh("purge-floor")
+            copy_loc(base["files"], loc)
+            os.sync()
+            floors.append(purge_floor(loc))
+            shutil.rmtree(loc)
             for kind in order(rep):
                 loc = self.fresh(f"purge-{kind}")
                 copy_loc(base[kind], loc)
+                os.sync()  # the copy's write-back is not purge's: it would be synced with purge's own
                 s = open_store(kind, loc)
                 r.samples(kind).append(timed(call_into, answers[kind], s.purge_compacted, 0))
                 if rep == 0:
@@ -904,7 +961,50 @@ class Bench:
                 close_store(s)
                 shutil.rmtree(loc)
         self.checks.same("purge_compacted", answers["files"], answers["sqlite"])
+        r.floor, r.floor_what = statistics.median(floors), "the same rewrites as bare system calls"
         self.add(r)
+        self.whole_store_memory(base, count)
+        mine = self.results[-4:]
+        ratios = [r.ratio for r in mine]
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        print(f"    geometric mean of the whole-store ratios at {count} sessions: {geo:.2f}", flush=True)
+        self.extra.setdefault("whole_store_geomean", {})[str(count)] = geo
+
+    def whole_store_memory(self, base: dict[Kind, Path], count: int) -> None:
+        """Peak RSS above baseline of each whole-store query, each in a new child process.
+
+        "cold": the files' derived `.summary` and `.index` removed first, so the call builds
+        them from every session (for SQLite: a new connection); "later": the next call, on
+        what the cold one left. Purge runs on copies (with and without those files).
+        """
+        derived = (".summary", ".index")
+        info: dict[str, Any] = {}
+        print(f"    peak RSS above baseline, {count} sessions (cold: summary and index built; later: next call)")
+        queries = (
+            ("list", "list_sessions(20, root)"),
+            ("recent", "recent_user_messages(10)"),
+            ("stats", "compacted_stats()"),
+            ("purge", "purge_compacted(0)"),
+        )
+        for op, name in queries:
+            row: dict[str, Any] = {}
+            for kind in KINDS:
+                for when in ("cold", "later"):
+                    loc = base[kind]
+                    if op == "purge":
+                        loc = self.fresh(f"purge-rss-{kind}")
+                        copy_loc(base[kind], loc)
+                    if when == "cold" and kind == "files":
+                        for d in derived:
+                            (loc / d).unlink(missing_ok=True)
+                    got = child_rss(kind, op, loc, "")
+                    row[f"{kind} {when}"] = {"peak_bytes": got["peak"], "seconds": got["seconds"]}
+                    if op == "purge":
+                        shutil.rmtree(loc)
+            info[name] = row
+            cells = "   ".join(f"{k} +{v['peak_bytes'] / 2**20:5.1f} MB" for k, v in row.items())
+            print(f"      {name:<26} {cells}", flush=True)
+        self.extra.setdefault("whole_store_memory", {})[str(count)] = info
 
     # the command line: `koda-files --help` must start in under 150 ms ---------
 
@@ -956,13 +1056,13 @@ class Bench:
                     sid = sids[kind, n]
                     s = open_store(kind, locs[kind])
 
-                    def unit(s: Persistence = s, sid: str = sid) -> None:
+                    def unit(s: Store = s, sid: str = sid) -> None:
                         s.last_user_message(sid)
                         s.has_pending_tool_calls(sid)
 
                     cold[kind, n].append(timed(unit))
 
-                    def many(s: Persistence = s, sid: str = sid) -> None:
+                    def many(s: Store = s, sid: str = sid) -> None:
                         for _ in range(k):
                             s.last_user_message(sid)
                             s.has_pending_tool_calls(sid)
@@ -1037,6 +1137,16 @@ def _status_kb(field_name: str) -> int:
     raise KeyError(field_name)
 
 
+# What a child process can measure; each answer is something JSON can carry.
+CHILD_OPS: dict[str, Callable[[Store, str], Any]] = {
+    "compact": lambda s, sid: s.compact_session(sid, SUMMARY, 8),
+    "purge": lambda s, sid: s.purge_compacted(0),
+    "list": lambda s, sid: [i.id for i in s.list_sessions(20, PROJECT)],
+    "recent": lambda s, sid: s.recent_user_messages(10),
+    "stats": lambda s, sid: list(dataclasses.astuple(s.compacted_stats())),
+}
+
+
 def child_main(kind: Kind, op: str, loc: str, sid: str) -> None:
     """In a child process: run one operation and report its peak RSS above the baseline."""
     s = open_store(kind, Path(loc))
@@ -1050,7 +1160,7 @@ def child_main(kind: Kind, op: str, loc: str, sid: str) -> None:
         method = "ru_maxrss - VmRSS before"
         baseline = _status_kb("VmRSS") * 1024
     t0 = time.perf_counter()
-    answer = s.compact_session(sid, SUMMARY, 8) if op == "compact" else s.purge_compacted(0)
+    answer = CHILD_OPS[op](s, sid)
     seconds = time.perf_counter() - t0
     if method.startswith("VmHWM"):
         peak = _status_kb("VmHWM") * 1024
@@ -1161,6 +1271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ratios = [r.ratio for r in b.results if r.in_geomean]
     geomean = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
     elapsed = time.perf_counter() - started
+    # Slowest over fastest sample per workload and store; the files' first two runs of a cold
+    # whole-store query build the summary (and see sessions written 2 s before): left out.
+    spread = {
+        r.name: max(max(v) / min(v) for v in (_steady(r), r.sqlite)) for r in b.results
+    }
 
     print()
     w = max(len(r.name) for r in b.results)
@@ -1173,6 +1288,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"| {r.ratio:>12.2f} | {fl} |"
         )
     print(f"\ngeometric mean of the ratios: {geomean:.2f}   ({len(ratios)} workloads, {elapsed:.0f} s total)")
+    for count, geo in b.extra.get("whole_store_geomean", {}).items():
+        print(f"  whole-store workloads at {count} sessions: geometric mean {geo:.2f}")
+    print(
+        f"noise: load average {info['loadavg_at_start'][0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end; "
+        f"slowest/fastest sample of one workload and store: median {statistics.median(spread.values()):.1f}x, "
+        f"up to {max(spread.values()):.1f}x ({max(spread, key=lambda k: spread[k])})"
+    )
     if b.checks.mismatches:
         print(f"WARNING: {len(b.checks.mismatches)} answers differ between the stores (see above)")
     else:
@@ -1186,6 +1308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "seconds_total": elapsed,
             "workloads": {r.name: r.as_json() for r in b.results},
             "geomean_ratio": geomean,
+            "spread_max_over_min": spread,
+            "loadavg_at_end": list(os.getloadavg()),
             "mismatches": b.checks.mismatches,
             **b.extra,
         }

@@ -54,7 +54,7 @@ import re
 import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
@@ -470,7 +470,7 @@ class SqliteStore:
                     ).fetchall()
                     owners = CallOwners()
                     cut = group_start(
-                        [owners.feed(Role(r[1]), r[2], r[3]) for r in rows], max(0, len(rows) - preserve_count)
+                        [owners.feed(_call_shape(session_id, r)) for r in rows], max(0, len(rows) - preserve_count)
                     )
                     tail = [(r[0],) for r in reversed(rows[cut:])]
             if tail:
@@ -623,3 +623,8 @@ class SqliteStore:
         if row[0] == "tool":
             return Interruption("tool")
         return None
+
+
+def _call_shape(session_id: str, row: tuple[Any, ...]) -> Message:
+    """A message with only what call ownership reads, from (id, role, tool_calls, tool_call_id)."""
+    return Message(row[0], session_id, Role(row[1]), None, row[2], row[3], None, None, None, None, None)

@@ -7,14 +7,20 @@ the files and re-reads those whose identity changed; the root summary (`_summary
 entries without a stat, for sessions the change journal says are unchanged. Losing or
 corrupting the index costs one re-read; writing it is best effort (a read-only root still
 answers). Each save gets a new random `nonce`, so a summary can tell the index it was built on.
+
+The file is one JSON object written an entry a line, so it loads by splitting lines: each entry
+stays the bytes it was stored as and is parsed only when used (a parsed entry of ten thousand
+sessions would take 25 MB; their bytes take about a quarter of that).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -38,7 +44,10 @@ __all__ = ["LogSummary", "SessionIndex"]
 log = logging.getLogger("koda_files")
 
 INDEX_FILE = ".index"
-_VERSION = 3
+_VERSION = 4
+_HEAD = re.compile(rb'\{"version":4,"nonce":"([0-9a-f]*)","headers":\{')
+_BETWEEN = b'},"logs":{'
+_END = b"}}"
 _FIRST_USER_CHARS = 200
 Key = list[int]
 
@@ -59,6 +68,45 @@ class LogSummary:
 
 def _key(st: os.stat_result) -> Key:
     return [st.st_ino, st.st_size, st.st_mtime_ns]  # a list, as it reads back from the JSON
+
+
+def _pack(entry: list[Any]) -> bytes:
+    """An entry as stored: its JSON, copied (orjson's own bytes keep a 4 KB buffer each)."""
+    return bytes(memoryview(orjson.dumps(entry)))
+
+
+def _parse(raw: bytes | None) -> object:
+    """An entry as stored (None: none, or bytes that do not parse)."""
+    if raw is None:
+        return None
+    try:
+        return orjson.loads(raw)
+    except ValueError:
+        return None
+
+
+def _entries(raw: bytes, at: int, end: int) -> dict[str, bytes] | None:
+    """The `"id":[...]` lines of `raw[at:end]` (each but the last ending in a comma) as id ->
+    entry bytes; None if a line is not one."""
+    out = {}
+    while at < end:
+        stop = raw.find(b"\n", at, end)
+        stop = end if stop < 0 else stop
+        key_end = raw.find(b'":', at, stop)
+        if raw[at : at + 1] != b'"' or key_end < 0 or raw.find(b"\\", at, key_end) >= 0:
+            return None
+        value_end = stop - 1 if raw[stop - 1 : stop] == b"," else stop
+        out[raw[at + 1 : key_end].decode(errors="replace")] = raw[key_end + 2 : value_end]
+        at = stop + 1
+    return out
+
+
+def _section(table: list[tuple[str, bytes]]) -> Iterator[bytes]:
+    """The lines of one table, a few hundred entries to a piece (never the whole table at once)."""
+    for at in range(0, len(table), 256):
+        last = at + 256 >= len(table)
+        part = b",\n".join(b"%s:%s" % (orjson.dumps(sid), raw) for sid, raw in table[at : at + 256])
+        yield part + (b"\n" if last else b",\n")
 
 
 def _current(entry: object, key: Key) -> TypeGuard[list[Any]]:
@@ -114,8 +162,8 @@ def _lines(path: Path) -> Iterator[bytes]:
 class SessionIndex:
     """The index of one root, loaded once per store and checked against the files on every use.
 
-    Entries are kept as the JSON lists they are stored as (`[inode, size, mtime]` keys, summary
-    fields in `LogSummary` order): loading a thousand sessions' worth is one `orjson.loads`.
+    Entries are kept as the bytes of the JSON lists they are stored as (`[inode, size, mtime]`
+    keys, summary fields in `LogSummary` order) and parsed one at a time when used.
     """
 
     def __init__(self, root: Path) -> None:
@@ -124,8 +172,8 @@ class SessionIndex:
         self._lock = threading.Lock()
         self._loaded = False
         self._dirty = False
-        self._headers: dict[str, list[Any]] = {}  # sid -> [key, header]
-        self._logs: dict[str, list[Any]] = {}  # sid -> [key, summary fields]
+        self._headers: dict[str, bytes] = {}  # sid -> JSON of [key, header]
+        self._logs: dict[str, bytes] = {}  # sid -> JSON of [key, summary fields]
         self.nonce = ""  # of the file as loaded or last saved ("": none)
 
     def reload(self) -> None:
@@ -140,15 +188,20 @@ class SessionIndex:
         self._loaded = True
         try:
             raw = read_file(self._path)
-            data = orjson.loads(raw) if raw else {}
-            if isinstance(data, dict) and data.get("version") == _VERSION:
-                headers, logs = data.get("headers", {}), data.get("logs", {})
-                if isinstance(headers, dict) and isinstance(logs, dict):
-                    self._headers, self._logs = headers, logs
-                    self.nonce = str(data.get("nonce", ""))
-        except (OSError, ValueError) as exc:
-            # Derived data: a damaged index is rebuilt, never an error.
+        except OSError as exc:
             log.debug("%s unreadable (%s); rebuilding it", self._path, exc)
+            return
+        # Derived data: an index not of this shape (damaged, older) is rebuilt, never an error.
+        raw = raw or b""
+        first = raw.find(b"\n") + 1
+        middle = raw.find(b"\n" + _BETWEEN + b"\n")
+        head = _HEAD.fullmatch(raw, 0, max(0, first - 1))
+        if head is None or middle < first - 1 or not raw.endswith(b"\n" + _END + b"\n"):
+            return
+        headers = _entries(raw, first, middle)
+        logs = _entries(raw, middle + len(_BETWEEN) + 2, len(raw) - len(_END) - 2)
+        if headers is not None and logs is not None:
+            self._headers, self._logs, self.nonce = headers, logs, head.group(1).decode()
 
     def headers(self, session_ids: list[str]) -> dict[str, dict[str, Any]]:
         """The headers (without key/value metadata) of these sessions; unreadable ones are left out (logged)."""
@@ -161,7 +214,7 @@ class SessionIndex:
                     key = _key(os.stat(f"{self._sessions}/{sid}/{METADATA}", follow_symlinks=False))
                 except OSError:
                     key = [-1, -1, -1]
-                cached = self._headers.get(sid)
+                cached = _parse(self._headers.get(sid))
                 if _current(cached, key) and type(cached[1]) is dict:
                     out[sid] = cached[1]
                 else:
@@ -178,7 +231,7 @@ class SessionIndex:
             header.pop("metadata", None)  # values can be large; listing never needs them
             out[sid] = header
             with self._lock:
-                self._headers[sid] = [key, header]
+                self._headers[sid] = _pack([key, header])
                 self._dirty = True
         return out
 
@@ -198,7 +251,7 @@ class SessionIndex:
         """The entry as stored, without a stat: header (None if none), log summary, header key, log key."""
         with self._lock:
             self._load()
-            h, lg = self._headers.get(session_id), self._logs.get(session_id)
+            h, lg = _parse(self._headers.get(session_id)), _parse(self._logs.get(session_id))
         header = h[1] if type(h) is list and len(h) == 2 and type(h[1]) is dict else None
         summary = LogSummary()
         if type(lg) is list and len(lg) == 2:
@@ -217,7 +270,7 @@ class SessionIndex:
             return path, None, None
         with self._lock:
             self._load()
-            cached = self._logs.get(session_id)
+            cached = _parse(self._logs.get(session_id))
         if _current(cached, key):
             with contextlib.suppress(TypeError):
                 return path, key, LogSummary(*cached[1])
@@ -234,7 +287,7 @@ class SessionIndex:
         if summary is None:
             summary = summarize(Path(path), session_id)
             with self._lock:
-                self._logs[session_id] = [key, list(dataclasses.astuple(summary))]
+                self._logs[session_id] = _pack([key, list(dataclasses.astuple(summary))])
                 self._dirty = True
         return summary
 
@@ -273,11 +326,11 @@ class SessionIndex:
             if not self._dirty:
                 return
             self.nonce = secrets.token_hex(8)
-            data = orjson.dumps(
-                {"version": _VERSION, "nonce": self.nonce, "headers": self._headers, "logs": self._logs}
-            )
+            headers, logs = list(self._headers.items()), list(self._logs.items())
+            head = b'{"version":%d,"nonce":"%s","headers":{\n' % (_VERSION, self.nonce.encode())
             self._dirty = False
+        data = itertools.chain([head], _section(headers), [_BETWEEN + b"\n"], _section(logs), [_END + b"\n"])
         try:
-            atomic_write(self._path, [data], durable=False)
+            atomic_write(self._path, data, durable=False)
         except OSError:
             self.nonce = "unsaved"  # matches no file: a summary built now is not bound to a stale one

@@ -7,6 +7,7 @@ under its session lock (see `_rewrite`); purge runs sessions side by side.
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from ._browse import Browse
@@ -51,14 +52,28 @@ class Maintenance:
 
     def purge(self, min_age_days: int) -> int:
         """See `FileStore.purge_compacted`."""
-        candidates = self._candidates(min_age_days)
-        if not candidates:
-            return 0
+        _check_age(min_age_days)
+        ids = iter(self._root.session_ids())
+        may_have_archived = self._root.index.may_have_archived
+        taking = threading.Lock()
+
+        def worker() -> int:
+            # Workers take sessions one at a time: nothing is queued per session, so memory does
+            # not grow with the store, and the check of one session overlaps another's rewrite.
+            total = 0
+            while True:
+                with taking:
+                    sid = next(ids, None)
+                if sid is None:
+                    return total
+                if may_have_archived(sid):
+                    total += self._purge_one(sid, min_age_days, False)[0]
+
         # Each session is rewritten on its own (temp file, fsync, rename); run them side by
         # side so the file system can commit their fsyncs together instead of one by one.
-        with ThreadPoolExecutor(max_workers=min(_PURGE_THREADS, len(candidates))) as pool:
-            counts = list(pool.map(lambda sid: self._purge_one(sid, min_age_days, False)[0], candidates))
-        return sum(counts)
+        with ThreadPoolExecutor(max_workers=_PURGE_THREADS) as pool:
+            runs = [pool.submit(worker) for _ in range(_PURGE_THREADS)]
+            return sum(run.result() for run in runs)
 
     def purge_preview(self, min_age_days: int) -> PurgePreview:
         """See `FileStore.purge_preview`: the purge's own plan, nothing written."""
@@ -72,10 +87,7 @@ class Maintenance:
         return PurgePreview(count, size, tuple(sessions))
 
     def _candidates(self, min_age_days: int) -> list[str]:
-        if type(min_age_days) is not int:
-            raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
-        if min_age_days < 0:
-            raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")
+        _check_age(min_age_days)
         index = self._root.index
         return [sid for sid in self._root.session_ids() if index.may_have_archived(sid)]
 
@@ -105,3 +117,10 @@ class Maintenance:
 
     def reindex(self) -> None:
         self._root.summary.rebuild()
+
+
+def _check_age(min_age_days: int) -> None:
+    if type(min_age_days) is not int:
+        raise TypeError(f"min_age_days must be an int, not {type(min_age_days).__name__}")
+    if min_age_days < 0:
+        raise ValueError(f"min_age_days must be >= 0, got {min_age_days}")

@@ -16,7 +16,9 @@ new in `sessions/` and sessions still settling are checked against their files (
 the others' entries are taken as they are, without a stat. So a hand edit to an existing
 session's files reaches these aggregates with the next store write to that session, or with
 `FileStore.reindex()`. Rows returned (sessions listed, prompts) are re-checked against their
-files; if one changed, the query falls back to a stat of every session.
+files; if one changed, the query falls back to a stat of every session. A prompt is re-read at
+the offset its line had when the summary was built, if its log still has that (inode, size,
+mtime); otherwise its log is walked back from the end.
 """
 
 from __future__ import annotations
@@ -29,25 +31,27 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ._classify import classify
 from ._fileops import atomic_write, open_read, read_file
+from ._framing import body, lines_containing_backwards
 from ._index import SessionIndex
 from ._journal import JOURNAL, new_journal, rotate_journal
 from ._layout import MESSAGES, METADATA, SESSION_ID_PATTERN, SESSIONS
 from ._scan import USER_MARK, backwards
-from .types import CompactedStats, Role
+from .types import CompactedStats, Message, Role
 
 __all__ = ["LIST_KEEP", "RECENT_KEEP", "SUMMARY_FILE", "RootSummary"]
 
 log = logging.getLogger("koda_files")
 
 SUMMARY_FILE = ".summary"
-_VERSION = 1
+_VERSION = 2
 RECENT_KEEP = 100  # user prompts kept: recent_user_messages(limit <= 100) answers from the summary
 LIST_KEEP = 50  # newest sessions kept per project: list_sessions(limit <= 50) answers from it
 JOURNAL_LIMIT = 1 << 20  # past this size the journal starts again (one stat of every session)
@@ -60,7 +64,9 @@ COARSE_DIR_SLACK_NS = 2_000_000_000
 # in: it is checked again by every query until it is older.
 SETTLE_NS = 2_000_000_000
 _NONE = [-1, -1, -1]
+_CHUNK = 512  # sessions checked against their files at a time
 Row = list[Any]  # [created_at, id, agent, count, tokens, project_root, title, mode, header key, log key]
+Prompt = list[Any]  # [created_at, id, session, offset of its line, length of its line, log key when read]
 
 
 @functools.cache
@@ -160,21 +166,20 @@ class RootSummary:
         if limit > len(entries) and not complete:
             return None
         chosen = entries[:limit]
-        wanted: dict[str, set[int]] = {}
-        for _, msg_id, sid in chosen:
-            wanted.setdefault(sid, set()).add(msg_id)
+        wanted: dict[str, list[Prompt]] = {}
+        for prompt in chosen:
+            wanted.setdefault(prompt[2], []).append(prompt)
         found: dict[tuple[str, int], str] = {}
-        for sid, ids in wanted.items():
-            lowest = min(ids)
-            with contextlib.closing(backwards(Path(self._sessions, sid, MESSAGES), sid, USER_MARK)) as newest:
-                for m in newest:
-                    if m.id < lowest:
-                        break
-                    if m.id in ids and m.role is Role.USER and m.content:
-                        found[sid, m.id] = m.content
+        for sid, prompts in wanted.items():
+            path = f"{self._sessions}/{sid}/{MESSAGES}"
+            got = _at_offsets(path, sid, prompts)
+            if got is None:  # the log changed since: find them walking back from its end
+                got = _walking_back(path, sid, {p[1] for p in prompts})
+            for msg_id, content in got.items():
+                found[sid, msg_id] = content
         if len(found) != len(chosen):
             return None  # a prompt is gone or changed by hand
-        return [found[sid, msg_id] for _, msg_id, sid in chosen]
+        return [found[p[2], p[1]] for p in chosen]
 
     def rebuild(self) -> None:
         """Forget the summary and every index entry, and build both again from the files."""
@@ -251,12 +256,17 @@ class RootSummary:
         # Everything, or those named by the journal, still settling, or new in `sessions/`.
         dirty = alive if full else ((named | settling) & alive) | (alive - self._index.known())
         checked = sorted(dirty)
-        headers = self._index.headers(checked)
-        for sid in checked:
-            self._index.summary(sid)
+        unsettled: dict[str, Any] = {}
+        for at in range(0, len(checked), _CHUNK):  # a chunk at a time: headers are not all held at once
+            chunk = checked[at : at + _CHUNK]
+            headers = self._index.headers(chunk)
+            for sid in chunk:
+                self._index.summary(sid)
+            unsettled.update(_unsettled(self._index, [s for s in chunk if s not in named], headers, key.now))
+            del headers
         self._index.save(ids)
         out = _compute(self._index, ids, self._sessions)
-        out["recheck"] = _unsettled(self._index, [s for s in checked if s not in named], headers, key.now)
+        out["recheck"] = unsettled
         slack = COARSE_DIR_SLACK_NS if key.dir is not None and key.dir[1] % 1_000_000_000 == 0 else DIR_SLACK_NS
         racy = key.dir is not None and key.dir[1] > key.now - slack
         out.update(v=_VERSION, boot=key.boot, dir=None if racy else key.dir, index=self._index.nonce)
@@ -294,8 +304,11 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
     """Statistics, per-project newest sessions and newest prompts from the index entries of `ids`."""
     count = with_archive = size = 0
     oldest: str | None = None
-    projects: dict[str, list[Row]] = {}
-    none: list[Row] = []
+    # Bounded min-heaps, so memory does not grow with the store: each project's newest rows (and
+    # how many it has), and the sessions with the newest prompts (RECENT_KEEP sessions hold the
+    # RECENT_KEEP newest prompts, each giving at least its newest).
+    projects: dict[str, tuple[list[tuple[tuple[str, str], Row]], list[int]]] = {}
+    none: tuple[list[tuple[tuple[str, str], Row]], list[int]] = ([], [0])
     by_prompt: list[tuple[str, int, str]] = []
     for sid in ids:
         header, n, hkey, lkey = index.trusted(sid)
@@ -306,7 +319,7 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
             if n.oldest_archived and (oldest is None or n.oldest_archived < oldest):
                 oldest = n.oldest_archived
         if n.newest_user is not None:
-            by_prompt.append((n.newest_user, n.newest_user_id, sid))
+            _keep(by_prompt, RECENT_KEEP, (n.newest_user, n.newest_user_id, sid))
         if header is None:
             continue
         root = header.get("project_root")
@@ -316,37 +329,46 @@ def _compute(index: SessionIndex, ids: list[str], sessions: str) -> dict[str, An
             str(header.get("created_at") or ""), sid, str(header.get("agent_name") or ""), n.count, n.tokens,
             root, _text(header.get("title")), _text(header.get("mode")), hkey, lkey,
         ]
-        (none if root is None else projects.setdefault(root, [])).append(row)
-    lists = {p: _newest(rows) for p, rows in projects.items()}
+        heap, seen = none if root is None else projects.setdefault(root, ([], [0]))
+        _keep(heap, LIST_KEEP, ((row[0], row[1]), row))
+        seen[0] += 1
+    lists = {p: _newest(*kept) for p, kept in projects.items()}
     return {
         "stats": [count, with_archive, size, oldest],
         "projects": lists,
-        "none": _newest(none),
+        "none": _newest(*none),
         "recent": _prompts(sessions, by_prompt),
     }
 
 
-def _newest(rows: list[Row]) -> list[Any]:
-    return [heapq.nlargest(LIST_KEEP, rows, key=lambda r: (r[0], r[1])), len(rows) <= LIST_KEEP]
+def _keep(heap: list[Any], cap: int, item: Any) -> None:
+    """Push `item` on the min-heap `heap`, keeping only the `cap` largest."""
+    if len(heap) < cap:
+        heapq.heappush(heap, item)
+    elif item > heap[0]:
+        heapq.heapreplace(heap, item)
+
+
+def _newest(heap: list[tuple[tuple[str, str], Row]], seen: list[int]) -> list[Any]:
+    """A project's kept rows, newest first, and whether they are all it has."""
+    return [[row for _, row in sorted(heap, key=lambda kept: kept[0], reverse=True)], seen[0] <= LIST_KEEP]
 
 
 def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:
-    """The RECENT_KEEP newest user prompts as [created_at, id, session], and whether that is all of them.
+    """The RECENT_KEEP newest user prompts (see `Prompt`), and whether that is all of them.
 
     Sessions are read newest prompt first, each backwards (a log is in time order), until no
     session left can hold a prompt newer than the oldest kept.
     """
     by_prompt.sort(reverse=True)
-    best: list[tuple[str, int, str]] = []
+    best: list[tuple[str, int, str, int, int, list[int]]] = []
     for newest, newest_id, sid in by_prompt:
         if len(best) >= RECENT_KEEP and (newest, newest_id) < best[0][:2]:
             break
         taken = 0
-        with contextlib.closing(backwards(Path(sessions, sid, MESSAGES), sid, USER_MARK)) as newest_first:
-            for m in newest_first:
-                if m.role is not Role.USER or not m.content:
-                    continue
-                item = (m.created_at or "", m.id, sid)
+        with contextlib.closing(_user_lines(f"{sessions}/{sid}/{MESSAGES}", sid)) as newest_first:
+            for offset, length, m, key in newest_first:
+                item = (m.created_at or "", m.id, sid, offset, length, key)
                 if len(best) < RECENT_KEEP:
                     heapq.heappush(best, item)
                 elif item > best[0]:
@@ -358,6 +380,73 @@ def _prompts(sessions: str, by_prompt: list[tuple[str, int, str]]) -> list[Any]:
                     break
     complete = len(best) < RECENT_KEEP  # fewer than the cap: these are all the prompts there are
     return [[list(item) for item in sorted(best, reverse=True)], complete]
+
+
+def _prompt(line: bytes, session_id: str) -> Message | None:
+    """The user message with content a line holds, else None."""
+    m = classify(line, session_id)[1]
+    return m if type(m) is Message and m.role is Role.USER and m.content else None
+
+
+def _user_lines(path: str, session_id: str) -> Generator[tuple[int, int, Message, list[int]], None, None]:
+    """(offset, length, message, log key) of each user prompt in a log, newest first; a log that
+    cannot be read is logged and has none."""
+    try:
+        fd = open_read(Path(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+        return
+    try:
+        st = os.fstat(fd)
+        key = [st.st_ino, st.st_size, st.st_mtime_ns]
+        for offset, line in lines_containing_backwards(fd, USER_MARK, st.st_size):
+            m = _prompt(line, session_id)
+            if m is not None:
+                yield offset, len(line), m, key
+    except OSError as exc:
+        log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
+    finally:
+        os.close(fd)
+
+
+def _at_offsets(path: str, session_id: str, prompts: list[Prompt]) -> dict[int, str] | None:
+    """The prompts read where their lines were, if the log is the file they were read from."""
+    try:
+        fd = open_read(Path(path))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        out: dict[int, str] = {}
+        for created_at, msg_id, _, offset, length, key in prompts:
+            if key != [st.st_ino, st.st_size, st.st_mtime_ns]:
+                return None
+            # A few bytes more than the line: a BOM or CR that `body` strips, and its newline.
+            line = body(os.pread(fd, length + 8, offset).split(b"\n", 1)[0], offset == 0)
+            m = _prompt(line, session_id)
+            if m is None or m.id != msg_id or (m.created_at or "") != created_at:
+                return None
+            out[msg_id] = m.content or ""  # never empty: `_prompt` takes only prompts with content
+        return out
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _walking_back(path: str, session_id: str, ids: set[int]) -> dict[int, str]:
+    """The contents of the user prompts `ids` found walking back from the end of a log."""
+    out: dict[int, str] = {}
+    lowest = min(ids)
+    with contextlib.closing(backwards(Path(path), session_id, USER_MARK)) as newest:
+        for m in newest:
+            if m.id < lowest:
+                break
+            if m.id in ids and m.role is Role.USER and m.content:
+                out[m.id] = m.content
+    return out
 
 
 def _text(value: object) -> str | None:

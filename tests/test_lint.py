@@ -19,5 +19,5 @@ def test_ruff_is_clean() -> None:
 
 
 def test_mypy_strict_is_clean() -> None:
-    result = _run("mypy", "--strict", "koda_files", "tests")
+    result = _run("mypy", "--strict", "koda_files", "tests", "benchmarks")
     assert result.returncode == 0, result.stdout + result.stderr

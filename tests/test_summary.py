@@ -214,3 +214,67 @@ def test_rows_returned_are_exact_even_before_the_next_write(tmp_path: Path) -> N
     listed = {i.id: i.message_count for i in FileStore(root).list_sessions(3, "/p")}
     assert listed[ids[5]] == len(lines) - 2
     assert FileStore(root).recent_user_messages(1) == truth(root, tmp_path)["recent"][:1]
+
+
+def test_a_prompt_is_read_again_only_where_its_line_was(tmp_path: Path) -> None:
+    """Re-checking a returned prompt reads its line at the offset the summary recorded, not the log
+    from its end, while the log is the file the summary read it from."""
+    root = tmp_path / "root"
+    store, ids = build(root)
+    store.insert_message(ids[5], Role.USER, "the newest question")
+    for _ in range(4):  # a long tail after it: walking back would read all of it
+        store.insert_message(ids[5], Role.ASSISTANT, "x" * 20_000)
+    answers(store)
+    log = root / "sessions" / ids[5] / "messages.jsonl"
+    line = next(raw for raw in log.read_bytes().splitlines() if b"the newest question" in raw)
+    read: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        data = real_pread(fd, n, offset)
+        if os.fstat(fd).st_ino == log.stat().st_ino:
+            read.append(len(data))
+        return data
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "pread", counting_pread)
+        assert FileStore(root).recent_user_messages(1) == ["the newest question"]
+    assert 0 < sum(read) <= len(line) + 8
+
+
+def test_a_prompt_moved_or_changed_by_hand_is_found_in_its_log(tmp_path: Path) -> None:
+    """A log edited by hand after the summary (lines above a prompt added, a prompt reworded) is
+    walked back instead of trusting where the prompt was: the prompts returned are the file's."""
+    root = tmp_path / "root"
+    store, ids = build(root)
+    answers(store)
+    path = root / "sessions" / ids[5] / "messages.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    newest = lines[-2]
+    assert b"question 5.3" in newest
+    edited = [b"a note typed by hand\n", *lines[:-2], newest.replace(b"question 5.3", b"question five"), lines[-1]]
+    path.write_bytes(b"".join(edited))
+    got = FileStore(root).recent_user_messages(3)
+    assert got == truth(root, tmp_path)["recent"][:3]
+    assert got[0] == "question five"
+
+
+def test_a_torn_or_garbled_index_is_rebuilt_and_stays_one_json_object(tmp_path: Path) -> None:
+    """`.index` is one JSON object written an entry a line; a garbled entry or a torn file costs a
+    re-read of the files, never a wrong answer, and the next save is whole JSON again."""
+    root = tmp_path / "root"
+    store, ids = build(root)
+    answers(store)
+    index = root / ".index"
+    assert set(json.loads(index.read_bytes())["logs"]) == set(ids)
+    raw = index.read_bytes()
+    garbled = raw.replace(f'"{ids[3]}":[['.encode(), f'"{ids[3]}":[[{{'.encode(), 1)
+    (root / ".summary").unlink()  # the answers come from the index again
+    index.write_bytes(garbled)
+    assert answers(FileStore(root)) == truth(root, tmp_path)
+    (root / ".summary").unlink()
+    index.write_bytes(raw[: len(raw) // 2])  # torn
+    store = FileStore(root)
+    store.insert_message(ids[2], Role.USER, "after the tear")
+    assert answers(store) == truth(root, tmp_path)
+    assert set(json.loads(index.read_bytes())["logs"]) == set(ids)

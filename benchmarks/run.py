@@ -341,7 +341,7 @@ class DirectFiles:
     """
 
     def __init__(self, root: Path) -> None:
-        from koda_files._root import StoreRoot
+        from koda_files._store.root import StoreRoot
 
         self.store_root = StoreRoot(root)
         self.store_root.ensure_root()
@@ -349,17 +349,17 @@ class DirectFiles:
         self.next_id = 1
         self.journal = [secrets.token_hex(16).encode()]  # `.changes`: a line per locked write
         try:
-            from koda_files._layout import COMPACTION_LAYOUT
+            from koda_files._format.layout import COMPACTION_LAYOUT
         except ImportError:  # a koda_files that rewrites archived lines
             COMPACTION_LAYOUT = 0
         self.compaction_layout = COMPACTION_LAYOUT
 
     def session(self, project: str, msgs: Sequence[MsgSpec], preserve: int | None = None) -> str:
         """A new session of `msgs`, compacted keeping the last `preserve` (None: not compacted); its id."""
-        from koda_files._codec import decode_line, encode_new, with_id
-        from koda_files._header import encode_header
-        from koda_files._layout import new_session_id, utc_now
-        from koda_files._sanitize import CallOwners, group_start
+        from koda_files._format.codec import decode_line, encode_new, with_id
+        from koda_files._format.header import encode_header
+        from koda_files._format.layout import new_session_id, utc_now
+        from koda_files._session.sanitize import CallOwners, group_start
 
         sid = new_session_id()
         header = {"agent_name": "main", "created_at": utc_now(), "id": sid, "metadata": {}, "project_root": project}
@@ -389,15 +389,15 @@ class DirectFiles:
 
     def _compacted(self, lines: list[bytes], cut: int) -> list[bytes]:
         """`lines` after a compaction archiving the first `cut` of them."""
-        from koda_files._codec import add_field, encode_record, field_suffix, fold_fields, with_id
-        from koda_files._layout import utc_now
-        from koda_files._rewrite import COMPACTION_HINT
+        from koda_files._format.codec import add_field, encode_record, field_suffix, fold_fields, with_id
+        from koda_files._format.layout import utc_now
+        from koda_files._store.rewrite import COMPACTION_HINT
 
         first = self.next_id
         self.next_id += 2
         now = utc_now()
         if self.compaction_layout:
-            from koda_files._rewrite import _records  # the store's own encoder of the two lines
+            from koda_files._store.rewrite import _records  # the store's own encoder of the two lines
 
             self.store_root.ensure_layout(self.compaction_layout)
             summary, hint = _records(SUMMARY, now, False)
@@ -414,7 +414,7 @@ class DirectFiles:
     def finish(self) -> None:
         with open(self.root / ".ids", "wb") as f:
             f.write(b"%020d\n" % self.next_id)
-        if importlib.util.find_spec("koda_files._journal") is not None:
+        if importlib.util.find_spec("koda_files._session.journal") is not None:
             with open(self.root / ".changes", "wb") as f:
                 f.write(b"\n".join(self.journal) + b"\n")
 
@@ -461,8 +461,8 @@ def purge_floor(root: Path) -> float:
     store: no lock, no checks, no journal). Which logs, and where to cut, is found untimed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from koda_files._classify import COMPACTION_MARK
-    from koda_files._maintenance import _PURGE_THREADS
+    from koda_files._format.classify import COMPACTION_MARK
+    from koda_files._store.maintenance import _PURGE_THREADS
 
     cuts = []
     for directory in (root / "sessions").iterdir():
@@ -782,7 +782,7 @@ class Bench:
         """
         r = Result(name)
         answers: dict[Kind, list[Any]] = {"files": [], "sqlite": []}
-        splice = getattr(importlib.import_module("koda_files._fileops"), "atomic_splice", None)
+        splice = getattr(importlib.import_module("koda_files._files.fileops"), "atomic_splice", None)
         for rep in range(self.repeat):
             for kind in order(rep):
                 loc = self.fresh(f"compact-history-{kind}")

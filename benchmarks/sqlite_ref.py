@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 import orjson
 
-from koda_files._sanitize import CallOwners, group_start, sanitize
+from koda_files._session.sanitize import CallOwners, group_start, sanitize
 from koda_files.errors import InvalidSessionIdError, KodaFilesError, SessionNotFoundError
 from koda_files.types import (
     CompactedStats,

@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import AsyncPersistence, Persistence
+from ._store.protocol import AsyncPersistence, Persistence
 from .errors import (
     ConcurrentEditError,
     CorruptFileError,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._protocol import RoleLike, StrPath
+from ._store.protocol import RoleLike, StrPath
 from .store import FileStore
 from .types import (
     CheckReport,

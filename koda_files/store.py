@@ -11,19 +11,19 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._browse import Browse
-from ._codec import check_int, check_text, encode_new, encode_record_line, project_root_text
-from ._events import Events
-from ._fork import Fork
-from ._kv import KeyValue
-from ._layout import MESSAGES, TODO, is_store, utc_now, validate_session_id
-from ._maintenance import Maintenance
-from ._protocol import RoleLike, StrPath
-from ._redact import Redact
-from ._resume import Resume
-from ._root import StoreRoot, check_limit
-from ._scan import pick_assistant_content, pick_pending, pick_user_content, user_messages
-from ._usage import sum_usage, usage_by_agent
+from ._format.codec import check_int, check_text, encode_new, encode_record_line, project_root_text
+from ._format.layout import MESSAGES, TODO, is_store, utc_now, validate_session_id
+from ._session.scan import pick_assistant_content, pick_pending, pick_user_content, user_messages
+from ._store.browse import Browse
+from ._store.events import Events
+from ._store.fork import Fork
+from ._store.kv import KeyValue
+from ._store.maintenance import Maintenance
+from ._store.protocol import RoleLike, StrPath
+from ._store.redact import Redact
+from ._store.resume import Resume
+from ._store.root import StoreRoot, check_limit
+from ._store.usage import sum_usage, usage_by_agent
 from .errors import SessionNotFoundError
 from .types import (
     CheckReport,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from koda_files import _fileops as fileops
+from koda_files._files import fileops as fileops
 
 STRESS = os.environ.get("KODA_FILES_STRESS") == "1"
 

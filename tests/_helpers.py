@@ -214,7 +214,7 @@ def no_file_system() -> Iterator[list[str]]:
 
 # ----------------------------------------------------------------------------------------------
 # The reference model of load_context (used by the contract and model tests). Written apart from
-# koda_files._sanitize, straight from the rule in the README, without any incremental state.
+# koda_files._session.sanitize, straight from the rule in the README, without any incremental state.
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from _helpers import (
 )
 
 import koda_files
-import koda_files._fileops as fileops
+import koda_files._files.fileops as fileops
 from koda_files import (
     CompactedStats,
     ConcurrentEditError,
@@ -47,7 +47,7 @@ from koda_files import (
     TokenUsage,
     UnsupportedLayoutError,
 )
-from koda_files._summary import LIST_KEEP
+from koda_files._store.summary import LIST_KEEP
 
 LAYOUT_1 = Path(__file__).resolve().parent / "fixtures" / "layout1"
 

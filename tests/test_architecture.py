@@ -41,11 +41,34 @@ def test_the_cycle_finder_finds_cycles_lazy_and_type_only_imports_included(tmp_p
 
 
 def test_only_the_public_modules_lack_a_leading_underscore() -> None:
+    """Every module but the public ones is private: its name, or a package it is in, starts with `_`."""
     for path in PACKAGE.rglob("*.py"):
         name = module_name(path)
         if name in PUBLIC_MODULES | SUBPACKAGES or path.name == "__main__.py":
             continue
-        assert path.stem.startswith("_"), f"{path.relative_to(PACKAGE.parent)}: a private module needs a leading _"
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        assert any(p.startswith("_") and p != "__init__" for p in parts), f"{name}: a private module needs a leading _"
+
+
+def test_the_private_layers_are_packages_in_dependency_order() -> None:
+    """Files, then format, then the session directory, then the store: a layer imports only those before it."""
+    order = ["_files", "_format", "_session", "_store"]
+    for module, imports in graph().items():
+        layer = module.split(".")[1] if module.count(".") >= 1 else ""
+        if layer not in order:
+            continue
+        for target in imports:
+            other = target.split(".")[1] if target.count(".") >= 1 else ""
+            if other in order:
+                assert order.index(other) <= order.index(layer), f"{module} imports {target}"
+
+
+def test_help_lists_no_private_module_but_the_layers() -> None:
+    text = pydoc.plain(pydoc.render_doc(koda_files, renderer=pydoc.TextDoc()))
+    contents = text.split("PACKAGE CONTENTS\n", 1)[1].split("\n\n", 1)[0].split()
+    listed = {c for c in contents if c != "(package)"}
+    layers = {"_files", "_format", "_session", "_store"}
+    assert listed == layers | {"__main__", "aio", "cli", "errors", "kodadb", "store", "types"}
 
 
 def test_every_module_is_small_enough_to_read_in_one_sitting() -> None:

@@ -16,8 +16,8 @@ from _fault_helpers import scaled
 from _helpers import messages_path, metadata_path, session_dir, sessions_dir
 
 from koda_files import FileStore, Role
-from koda_files import _layout as layout
 from koda_files import store as store_module
+from koda_files._format import layout as layout
 
 
 def test_huge_message_round_trips_and_survives_compaction(tmp_path: Path) -> None:

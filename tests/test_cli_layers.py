@@ -16,7 +16,7 @@ CLI = PACKAGE / "cli"
 EXPORT = PACKAGE / "kodadb" / "_export.py"
 # The export writes its new database file (never a store file) with the package's durable file
 # operations, as every file the package writes must (tests/test_fileops_boundary.py).
-ALLOWED = {("koda_files.kodadb._export", "koda_files._fileops")}
+ALLOWED = {("koda_files.kodadb._export", "koda_files._files.fileops")}
 
 
 def _is_private(module: str, own_package: str) -> bool:
@@ -41,17 +41,19 @@ def test_the_cli_and_the_export_import_no_private_module() -> None:
 
 def test_the_private_import_check_sees_every_spelling(tmp_path: Path) -> None:
     package = tmp_path / "koda_files"
-    (package / "cli").mkdir(parents=True)
-    for name in ("__init__", "_layout", "_session", "_classify", "_fileops", "_index", "errors", "store"):
+    (package / "_format").mkdir(parents=True)
+    (package / "cli").mkdir()
+    for name in ("__init__", "_session", "_fileops", "errors", "store", "_format/__init__", "_format/layout"):
         (package / f"{name}.py").write_text("")
     (package / "cli" / "__init__.py").write_text("")
     (package / "cli" / "_render.py").write_text("")
     spellings = {
-        "from .._layout import SESSIONS": ["koda_files._layout"],
+        "from .._format.layout import SESSIONS": ["koda_files._format.layout"],
+        "from .._format import layout": ["koda_files._format.layout"],
         "from koda_files._session import read_header": ["koda_files._session"],
-        "import koda_files._classify": ["koda_files._classify"],
+        "import koda_files._format.layout": ["koda_files._format.layout"],
         "from .. import _fileops": ["koda_files._fileops"],
-        "def f():\n    from .._index import SessionIndex": ["koda_files._index"],
+        "def f():\n    from .._session import SessionDir": ["koda_files._session"],
         "from .. import errors\nfrom ..store import FileStore\nfrom ._render import plural": [],
     }
     for source, expected in spellings.items():
@@ -73,7 +75,7 @@ def test_help_imports_neither_the_store_nor_its_file_format() -> None:
         "from koda_files.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
         "    main(['--help'])\n"
-        "heavy = ('orjson', 'filelock', 'sqlite3', 'koda_files.store', 'koda_files._session')\n"
+        "heavy = ('orjson', 'filelock', 'sqlite3', 'koda_files.store', 'koda_files._session.session')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

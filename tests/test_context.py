@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from koda_files import FileStore, Interruption, Message, Role, export_sqlite, import_sqlite
-from koda_files._completion import COMPACTION_HINT
+from koda_files._session.completion import COMPACTION_HINT
 
 SCRIPT = Path(sys.executable).parent / "koda-files"  # the installed console script
 

@@ -64,7 +64,7 @@ from koda_files import (
     SessionUsage,
     TokenUsage,
 )
-from koda_files._rewrite import COMPACTION_HINT
+from koda_files._store.rewrite import COMPACTION_HINT
 
 # ==============================================================================================
 # Public API

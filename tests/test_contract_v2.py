@@ -17,8 +17,8 @@ import pytest
 from _fault_helpers import copy_root, fork_child, scaled, send
 from _helpers import append_to_log, messages_path, metadata_path, raw_lines, session_dir
 
-import koda_files._fileops
-import koda_files._session
+import koda_files._files.fileops
+import koda_files._session.session
 from koda_files import (
     AsyncFileStore,
     AsyncPersistence,
@@ -156,7 +156,7 @@ def test_a_failing_rename_leaves_the_old_header(
     def broken(src: Path, dst: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(koda_files._fileops, "rename", broken)
+    monkeypatch.setattr(koda_files._files.fileops, "rename", broken)
     with pytest.raises(OSError):
         if which == "title":
             fstore.set_session_title(sid, "new title")
@@ -278,7 +278,7 @@ def test_an_unwritable_access_file_does_not_break_load_context(
     def read_only(path: object) -> None:
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(koda_files._session, "touch", read_only)
+    monkeypatch.setattr(koda_files._session.session, "touch", read_only)
     assert [m.content for m in fstore.load_context(sid)] == ["hi"]
     assert not (session_dir(root, sid) / ".access").exists()
     assert fstore.get_session_idle_secs(sid) in (0, 1)  # the insert still counts

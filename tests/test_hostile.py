@@ -15,7 +15,7 @@ import pytest
 from _helpers import session_dir, snapshot
 
 from koda_files import FileStore, InvalidSessionIdError, KodaFilesError, Role, SessionNotFoundError, TokenUsage
-from koda_files import _fileops as fileops
+from koda_files._files import fileops as fileops
 
 HOSTILE_IDS = [
     "../x", "../../etc/passwd", "/etc/passwd", "/", "a/b", "a\\b", "..\\x", "C:\\x", "a\0b", "\0",

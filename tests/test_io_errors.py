@@ -1,5 +1,5 @@
 """I/O errors, SQLite style. Every write, fsync, rename and mkdir the store makes
-(the functions of `koda_files._fileops`) fails with ENOSPC or EIO at the Nth call, N = 1, 2, 3 ...
+(the functions of `koda_files._files.fileops`) fails with ENOSPC or EIO at the Nth call, N = 1, 2, 3 ...
 until the operation completes without reaching the fault. Each time: the error reaches the
 caller, the state on disk is exactly the old or exactly the new one, a success is never claimed
 for a change that is not there, and with the fault gone the same store works again.

@@ -29,7 +29,7 @@ from _fault_helpers import scaled
 from _helpers import messages_path, session_dir
 
 from koda_files import Durability, FileStore, Message, Role, TokenUsage
-from koda_files import _fileops as fileops
+from koda_files._files import fileops as fileops
 
 PROJECT = "/koda-project"
 KEYS = ("color", "model")

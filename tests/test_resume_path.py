@@ -28,9 +28,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from koda_files import FileStore, Message, Role, TokenUsage
-from koda_files import _framing as framing
-from koda_files._framing import iter_lines_backwards, lines_containing_backwards
-from koda_files._messagelog import paused_gc
+from koda_files._format import framing as framing
+from koda_files._format.framing import iter_lines_backwards, lines_containing_backwards
+from koda_files._session.messagelog import paused_gc
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,7 @@ from _cli import Cli
 from _helpers import messages_path, session_dir
 
 from koda_files import FileStore, Role
-from koda_files import _summary as summary_module
+from koda_files._store import summary as summary_module
 
 DERIVED = (".index", ".summary", ".changes")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 
-from .._codec import TOKEN_FIELDS
-from .._layout import parse_time
+from .._format.codec import TOKEN_FIELDS
+from .._format.layout import parse_time
 
 __all__ = ["ExportReport", "ImportReport", "Progress", "default_koda_db"]
 

@@ -14,7 +14,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .._fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
+from .._files.fileops import create_empty, fsync_dir, link, rename, sync_path, unlink
 from ..errors import KodaFilesError
 from ..store import FileStore
 from ..types import Message, SessionEvent, SessionOverview

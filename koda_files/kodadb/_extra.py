@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._events import EVENTS, encode_event
+from .._store.events import EVENTS, encode_event
 from ..types import SessionEvent
 from ._common import as_int, as_text, from_koda_time, to_koda_time
 

@@ -15,8 +15,8 @@ from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._completion import COMPACTION_HINT
-from .._layout import TODO, parse_time, validate_session_id
+from .._format.layout import TODO, parse_time, validate_session_id
+from .._session.completion import COMPACTION_HINT
 from ..errors import KodaFilesError
 from ..store import FileStore
 from ._common import (

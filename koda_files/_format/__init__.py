@@ -1,0 +1,1 @@
+"""Format and framing: the layout's names, the line codec, line framing and the one line classifier."""

@@ -17,6 +17,16 @@ EXPORT = PACKAGE / "kodadb" / "_export.py"
 # The export writes its new database file (never a store file) with the package's durable file
 # operations, as every file the package writes must (tests/test_fileops_boundary.py).
 ALLOWED = {("koda_files.kodadb._export", "koda_files._files.fileops")}
+# The import reads and writes the store only through the public API; from the private layers it
+# takes values and pure functions (no store state): the time parser and id rule every line and
+# directory follows, the store's compaction hint (to know its own pairs again after an export),
+# and the encoder of `events.jsonl` lines handed to `restore_session`.
+VALUE_HELPERS = {
+    ("koda_files.kodadb._common", "koda_files._format.layout"),
+    ("koda_files.kodadb._import", "koda_files._format.layout"),
+    ("koda_files.kodadb._import", "koda_files._session.completion"),
+    ("koda_files.kodadb._extra", "koda_files._store.events"),
+}
 
 
 def _is_private(module: str, own_package: str) -> bool:
@@ -37,6 +47,13 @@ def test_the_cli_and_the_export_import_no_private_module() -> None:
     assert len(modules) > 10
     found = {m: private_imports(edges, m) for m in modules}
     assert {m: names for m, names in found.items() if names} == {}
+
+
+def test_the_koda_db_import_takes_only_values_from_the_private_layers() -> None:
+    edges = graph()
+    modules = [module_name(f) for f in sorted((PACKAGE / "kodadb").glob("*.py"))]
+    found = {(m, p) for m in modules for p in private_imports(edges, m)}
+    assert found <= VALUE_HELPERS, found - VALUE_HELPERS
 
 
 def test_the_private_import_check_sees_every_spelling(tmp_path: Path) -> None:

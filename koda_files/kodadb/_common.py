@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
 
-from .._format.codec import TOKEN_FIELDS
 from .._format.layout import parse_time
 
 __all__ = ["ExportReport", "ImportReport", "Progress", "default_koda_db"]
@@ -23,7 +22,8 @@ Progress = Callable[[int, int], None]
 
 TODO_KEY = "todo"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-TOKENS = TOKEN_FIELDS
+# koda's token columns, named as `Message`'s fields.
+TOKENS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_creation_tokens", "thinking_tokens")
 # koda's session columns kept as top-level keys of `metadata.json` (absent when null).
 HEADER_COLUMNS = ("title", "mode")
 

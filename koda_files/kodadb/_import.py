@@ -15,7 +15,7 @@ from datetime import timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._format.layout import TODO, parse_time, validate_session_id
+from .._format.layout import parse_time, validate_session_id
 from .._session.completion import COMPACTION_HINT
 from ..errors import KodaFilesError
 from ..store import FileStore
@@ -201,7 +201,7 @@ def _import(
         header = _header(plan.row, sid, meta, records)
         files = session_extras(conn, sid, header)
         if todo is not None:
-            files[TODO] = todo.encode("utf-8")
+            files["todo.md"] = todo.encode("utf-8")
         try:
             store.restore_session(header, records, files=files, replace=plan.replace)
         except (ValueError, FileExistsError) as exc:

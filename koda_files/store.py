@@ -23,6 +23,7 @@ from ._store.protocol import RoleLike, StrPath
 from ._store.redact import Redact
 from ._store.resume import Resume
 from ._store.root import StoreRoot, check_limit
+from ._store.search import Query
 from ._store.usage import sum_usage, usage_by_agent
 from .errors import SessionNotFoundError
 from .types import (
@@ -420,7 +421,8 @@ class FileStore:
         Text is `content` of system, user and assistant messages; `tools` adds tool results and
         `tool_calls`; `archived` adds archived messages. Lines that are not messages are skipped.
         """
-        return self._browse.search(pattern, regex, tools, archived, roles, project_root, since, progress)
+        query = Query.make(pattern, regex, tools, archived, roles, since)
+        return self._browse.search(query, project_root, progress)
 
     def disk_usage(self) -> int:
         """Bytes of the store's own files (marker, `.gitignore`, `.ids`, derived files, `kv.json`, `sessions/`).

@@ -25,6 +25,7 @@ from .kv import KV_FILE
 from .protocol import StrPath
 from .resume import Resume
 from .root import StoreRoot
+from .search import Query, search_sessions
 from .summary import SUMMARY_FILE
 
 __all__ = ["Browse"]
@@ -143,25 +144,8 @@ class Browse:
                     continue
         return total
 
-    def search(
-        self,
-        pattern: str,
-        regex: bool = False,
-        tools: bool = False,
-        archived: bool = False,
-        roles: frozenset[str] | None = None,
-        project_root: StrPath | None = None,
-        since: str | None = None,
-        progress: Any = None,
-    ) -> Iterator[SearchHit]:
-        """Messages whose text matches, newest session (by last activity) first, last message first.
-
-        Text is `content` of system, user and assistant messages; `tools` adds tool results and
-        `tool_calls`. Lines that are not messages are skipped. See `koda_files.search`.
-        """
-        from .search import Query, search_sessions
-
-        query = Query.make(pattern, regex, tools, archived, roles, since)
+    def search(self, query: Query, project_root: StrPath | None, progress: Any) -> Iterator[SearchHit]:
+        """See `FileStore.search`: sessions of `project_root` (and none; None: all), by last activity."""
         wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
         ids = self._root.session_ids()
         if wanted is not None:

@@ -36,6 +36,9 @@ from ._import import run_import
 
 __all__ = ["ExportReport", "ImportReport", "Progress", "default_koda_db", "export_sqlite", "import_sqlite"]
 
+# Defined beside the code that fills them; shown (help, repr of the class) where they are public.
+ExportReport.__module__ = ImportReport.__module__ = __name__
+
 
 def import_sqlite(
     db_path: str | os.PathLike[str],

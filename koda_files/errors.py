@@ -80,7 +80,7 @@ class ConcurrentEditError(KodaFilesError, RuntimeError):
 
     def __init__(self, path: str | os.PathLike[str], what: str) -> None:
         self.path = os.fspath(path)
-        super().__init__(f"{self.path} changed during {what}; nothing was written, try again")
+        super().__init__(f"{self.path} changed during {what}; the store changed nothing, try again")
 
 
 class UnsupportedLayoutError(KodaFilesError, ValueError):

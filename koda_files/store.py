@@ -7,25 +7,26 @@ Writes to one session are serialised by that session's lock; reads take no lock.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._format.codec import check_int, check_text, encode_new, encode_record_line, project_root_text
-from ._format.layout import MESSAGES, TODO, is_store, utc_now, validate_session_id
+from ._format.layout import MESSAGES, METADATA, is_store, utc_now, validate_session_id
 from ._session.scan import pick_assistant_content, pick_pending, pick_user_content, user_messages
 from ._store.browse import Browse
 from ._store.events import Events
 from ._store.fork import Fork
 from ._store.kv import KeyValue
 from ._store.maintenance import Maintenance
+from ._store.metadata import Metadata
 from ._store.protocol import RoleLike, StrPath
 from ._store.redact import Redact
 from ._store.resume import Resume
 from ._store.root import StoreRoot, check_limit
 from ._store.search import Query
 from ._store.usage import sum_usage, usage_by_agent
-from .errors import SessionNotFoundError
 from .types import (
     CheckReport,
     CompactedStats,
@@ -45,7 +46,7 @@ from .types import (
 
 __all__ = ["FileStore"]
 
-_TODO_KEY = "todo"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a file beside the log, not a path
 
 
 class FileStore:
@@ -63,6 +64,7 @@ class FileStore:
     ) -> None:
         self._root = StoreRoot(root, durability=durability, tracks_completion=tracks_completion)
         self._resume = Resume(self._root)
+        self._metadata = Metadata(self._root)
         self._browse = Browse(self._root, self._resume)
         self._maintenance = Maintenance(self._root, self._browse)
         self._events = Events(self._root)
@@ -170,7 +172,7 @@ class FileStore:
                 msg_id = handle.append(line, root.ids.take)
             finally:
                 handle.unlock()
-            root.last_append = (session_id, msg_id)
+            root.note_insert(session_id, msg_id)
             return msg_id
         finally:
             root.release(handle)
@@ -250,23 +252,7 @@ class FileStore:
         """Usage per agent ("main" for none), largest prompt + completion first, ties by name."""
         return usage_by_agent(self.load_all_messages(session_id))
 
-    # ── resume: title, mode, idle time, interruption ──
-
-    def set_session_title(self, session_id: str, title: str) -> None:
-        """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
-        self._resume.set_session_title(session_id, title)
-
-    def get_session_title(self, session_id: str) -> str | None:
-        """The session's title, or None (also for a session that does not exist)."""
-        return self._resume.get_session_title(session_id)
-
-    def set_session_mode(self, session_id: str, mode: str) -> None:
-        """Set the approval mode a resumed session restores (key `"mode"` of `metadata.json`). Atomic."""
-        self._resume.set_session_mode(session_id, mode)
-
-    def get_session_mode(self, session_id: str) -> str | None:
-        """The session's approval mode, or None (also for a session that does not exist)."""
-        return self._resume.get_session_mode(session_id)
+    # ── resume: idle time, interruption ──
 
     def get_session_idle_secs(self, session_id: str) -> int | None:
         """Whole seconds since the last insert or `load_context` of the session; None if never."""
@@ -284,64 +270,50 @@ class FileStore:
         """How the context the model would get ends: an unanswered prompt, tool results, or None."""
         return self._resume.detect_interruption(session_id)
 
-    # ── metadata, todo, events and the key-value store ──
+    # ── metadata: key/value, title, mode, todo; events and the key-value store ──
 
     def get_metadata(self, session_id: str, key: str) -> str | None:
         """The value stored under `key`, or None; the key "todo" reads `todo.md`."""
-        check_text("key", key, optional=False)
-        if key == _TODO_KEY:
-            return self.get_todo(session_id)
-        with self._root.session(session_id) as s:
-            if not s.is_dir():
-                return None
-            value = s.header().get("metadata", {}).get(key)
-        return value if isinstance(value, str) else None
+        return self._metadata.get(session_id, key)
 
     def set_metadata(self, session_id: str, key: str, value: str) -> None:
         """Insert or replace `key`; the key "todo" writes `todo.md`. Atomic."""
-        check_text("key", key, optional=False)
-        check_text("value", value, optional=False)
-        if key == _TODO_KEY:
-            self.set_todo(session_id, value)
-            return
+        self._metadata.set(session_id, key, value)
 
-        def change(header: dict[str, Any]) -> bool:
-            meta = header.setdefault("metadata", {})
-            if meta.get(key) == value:
-                return False
-            meta[key] = value
-            return True
+    def set_session_title(self, session_id: str, title: str) -> None:
+        """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
+        self._metadata.set_text(session_id, "title", title)
 
-        self._root.update_header(session_id, change)
+    def get_session_title(self, session_id: str) -> str | None:
+        """The session's title, or None (also for a session that does not exist)."""
+        return self._metadata.get_text(session_id, "title")
+
+    def set_session_mode(self, session_id: str, mode: str) -> None:
+        """Set the approval mode a resumed session restores (key `"mode"` of `metadata.json`). Atomic."""
+        self._metadata.set_text(session_id, "mode", mode)
+
+    def get_session_mode(self, session_id: str) -> str | None:
+        """The session's approval mode, or None (also for a session that does not exist)."""
+        return self._metadata.get_text(session_id, "mode")
 
     def get_todo(self, session_id: str) -> str | None:
         """The text of `todo.md` as it is now (edited by hand or not); None if there is none."""
-        with self._root.session(session_id) as s:
-            return s.read_todo() if s.is_dir() else None
+        return self._metadata.get_todo(session_id)
 
     def set_todo(self, session_id: str, content: str) -> None:
         """Replace `todo.md` with `content`, byte for byte. Atomic."""
-        check_text("content", content, optional=False)
-        with self._root.session(session_id) as s, s.locked():
-            s.write_todo(content)
+        self._metadata.set_todo(session_id, content)
 
     def todo_path(self, session_id: str) -> Path:
         """Where the session's `todo.md` is (or would be), for editing it by hand.
 
         Raises `SessionNotFoundError` if the session does not exist; the file itself may not.
         """
-        with self._root.session(session_id) as s:
-            if not s.is_dir():
-                raise SessionNotFoundError(session_id)
-            return s.path / TODO
+        return self._metadata.todo_path(session_id)
 
     def delete_todo(self, session_id: str) -> bool:
         """Remove `todo.md`; False if there was none (or no such session)."""
-        with self._root.session(session_id) as s:
-            if not s.is_dir():
-                return False
-            with s.locked():
-                return s.remove_todo()
+        return self._metadata.delete_todo(session_id)
 
     def insert_session_event(
         self, session_id: str, kind: str, payload: str, parent_tool_call_id: str | None = None
@@ -466,6 +438,9 @@ class FileStore:
         raises `ValueError` naming its index, and nothing is written.
         """
         session_id = validate_session_id(header.get("id"))
+        for name in files or {}:
+            if not _PLAIN_NAME.fullmatch(name) or name in (MESSAGES, METADATA):
+                raise ValueError(f"session {session_id!r}: {name!r} is not a file restore_session may write")
         lines = [encode_record_line(record, session_id, index) for index, record in enumerate(records)]
         self._root.restore_session(dict(header), {MESSAGES: b"".join(lines), **(files or {})}, replace)
 

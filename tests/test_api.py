@@ -144,6 +144,15 @@ def test_check_takes_repair_by_keyword_only(fstore: FileStore) -> None:
 # ── stop_reason ──
 
 
+def test_a_stop_reason_of_none_is_taken_as_none_given(fstore: FileStore, root: Path) -> None:
+    sid = fstore.create_session("main")
+    fstore.insert_message(sid, Role.ASSISTANT, "ok", usage=TokenUsage(1, 2, stop_reason=None))  # type: ignore[arg-type]
+    assert b"stop_reason" not in messages_path(root, sid).read_bytes()
+    assert fstore.load_all_messages(sid)[0].stop_reason is None
+    with pytest.raises(TypeError, match=r"usage\.stop_reason"):
+        fstore.insert_message(sid, Role.ASSISTANT, "no", usage=TokenUsage(stop_reason=3))  # type: ignore[arg-type]
+
+
 def test_stop_reason_is_stored_on_the_line_and_read_back(fstore: FileStore, root: Path) -> None:
     sid = fstore.create_session("main")
     fstore.insert_message(sid, Role.USER, "q")

@@ -73,3 +73,31 @@ def test_reserve_ids_refuses_a_bad_count(root: Path) -> None:
             store.reserve_ids(1, bad)
     with pytest.raises(TypeError):
         store.reserve_ids("1", 1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "name", ["../escaped.txt", "sub/file", ".lock", "messages.jsonl", "metadata.json", "", "a" * 200]
+)
+def test_restore_refuses_a_file_name_that_is_not_a_plain_file_beside_the_log(root: Path, name: str) -> None:
+    store = FileStore(root)
+    with pytest.raises(ValueError, match=r"session 'named-1': .* is not a file restore_session may write"):
+        store.restore_session(_header("named-1"), _records(1), files={name: b"x"})
+    assert not root.exists()  # nothing written, not even beside the root
+    assert not (root.parent / "escaped.txt").exists()
+
+
+def test_creating_many_sessions_keeps_the_parsed_log_of_the_one_in_use(root: Path) -> None:
+    store = FileStore(root)
+    sid = store.create_session("main")
+    for i in range(30):
+        store.insert_message(sid, Role.USER, f"m{i}")
+    store.load_context(sid)
+    handle = store._root.acquire(sid)
+    store._root.release(handle)
+    log_before = handle.log
+    for _ in range(80):  # more than the store keeps handles for
+        store.create_session("sub-agent")
+    store.restore_session(_header("imported-2"), _records(store.reserve_ids(10_000, 2)))
+    handle = store._root.acquire(sid)
+    store._root.release(handle)
+    assert handle.log is log_before and handle.is_parsed()  # still cached: no re-parse on the next turn

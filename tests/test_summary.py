@@ -176,6 +176,19 @@ def test_check_reindex_rebuilds_the_aggregates_from_the_files(tmp_path: Path, cl
     assert answers(FileStore(root)) == truth(root, tmp_path)
 
 
+def test_a_plain_check_makes_hand_edits_count_in_the_aggregates(tmp_path: Path) -> None:
+    """`check` reads every session it locks whole, so it names each in the journal: a hand edit
+    it has read counts in the whole-store answers from then on, without `--reindex`."""
+    root = tmp_path / "root"
+    store, ids = build(root)
+    before = answers(store)
+    drop_archived_by_hand(root, ids[2])
+    assert FileStore(root).compacted_stats() == before["stats"]  # not seen yet: no store write
+    assert FileStore(root).check().ok
+    assert answers(FileStore(root)) == truth(root, tmp_path)
+    assert answers(FileStore(root))["stats"] != before["stats"]
+
+
 def test_a_lost_or_damaged_journal_or_summary_costs_a_full_check_not_a_wrong_answer(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store, ids = build(root)

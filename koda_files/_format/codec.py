@@ -153,7 +153,7 @@ def check_usage(usage: object) -> TokenUsage | None:
         raise TypeError(f"usage must be a TokenUsage or None, not {type(usage).__name__}")
     for field in TOKEN_FIELDS:
         check_int(f"usage.{field}", getattr(usage, field))
-    check_text("usage.stop_reason", usage.stop_reason, optional=False)
+    check_text("usage.stop_reason", usage.stop_reason)  # None: as "", none given
     return usage
 
 

@@ -100,17 +100,18 @@ class SessionDir:
         if not self.is_dir():
             raise SessionNotFoundError(self.id)
 
-    def lock(self, *, polite: bool = False, appending: bool = False) -> None:
+    def lock(self, *, polite: bool = False, appending: bool = False, note: bool = False) -> None:
         """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there.
 
         `polite` is for rewrites: see `FileMutex.acquire`. `appending`: the holder only appends
-        (the journal then needs no before-and-after stat of the files).
+        (the journal then needs no before-and-after stat of the files). `note`: name the session
+        in the journal on release whatever happened (the holder read it whole: a hand edit counts).
         """
         try:
             self.mutex.acquire(polite=polite)
         except FileNotFoundError:
             raise SessionNotFoundError(self.id) from None
-        self._at_lock = () if appending else self._file_keys()
+        self._at_lock = None if note else () if appending else self._file_keys()
 
     def _file_keys(self) -> tuple[tuple[int, int, int], ...]:
         keys = []
@@ -424,7 +425,7 @@ class SessionDir:
         return fd, st.st_ino, st.st_size, st.st_mtime_ns
 
     def forget_appends(self) -> None:
-        """Call after replacing the log: the next append re-reads the file's end."""
+        """The next append re-reads the file's end (`forget_cache` also drops the parsed log)."""
         self._known = (-1, -1)
         self.close_append()
 

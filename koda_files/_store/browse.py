@@ -14,6 +14,7 @@ from typing import Any
 
 from .._files.fileops import open_read
 from .._format.classify import classify, last_compaction
+from .._format.codec import project_root_text
 from .._format.framing import body, iter_raw_lines
 from .._format.layout import GITIGNORE_FILE, LAYOUT_FILE, SESSIONS, validate_session_id
 from .._session.completion import ROOT_FLAG
@@ -76,7 +77,7 @@ class Browse:
 
     def session_overviews(self, project_root: StrPath | None = None) -> list[SessionOverview]:
         """Every session (or those of `project_root` and those without a project), last activity first."""
-        wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
+        wanted = project_root_text(project_root)
         ids = self._root.session_ids()
         rows = self._overviews(ids, wanted)
         self._root.index.save(ids)
@@ -146,7 +147,7 @@ class Browse:
 
     def search(self, query: Query, project_root: StrPath | None, progress: Any) -> Iterator[SearchHit]:
         """See `FileStore.search`: sessions of `project_root` (and none; None: all), by last activity."""
-        wanted = None if project_root is None else os.path.abspath(os.fspath(project_root))
+        wanted = project_root_text(project_root)
         ids = self._root.session_ids()
         if wanted is not None:
             headers = self._root.index.headers(ids)

@@ -137,7 +137,7 @@ def _leftover(path: Path, sid: str | None, detail: str, repair: bool) -> Problem
 def _maybe_locked(s: SessionDir) -> Iterator[bool]:
     """Hold the session lock if it can be had (True); a read-only root is checked without it."""
     try:
-        s.lock()
+        s.lock(note=True)  # a hand edit it reads counts for the root summary from now on
     except SessionNotFoundError:
         raise SessionNotFoundError(s.id, "deleted during the check") from None
     except OSError:

@@ -18,7 +18,7 @@ __all__ = ["Fork"]
 
 
 class Fork:
-    """The message-writing methods of koda's newest contract beyond `insert_message`."""
+    """Writing several fields or messages in one go: a tool result with its full output, a fork."""
 
     def __init__(self, root: StoreRoot) -> None:
         self._root = root
@@ -35,7 +35,7 @@ class Fork:
         line = encode_new(Role.TOOL, content, None, tool_call_id, None, None, utc_now(), full_content)
         with self._root.session(session_id) as s, s.locked():
             msg_id = s.append(line, self._root.ids.take)
-        self._root.last_append = (session_id, msg_id)
+        self._root.note_insert(session_id, msg_id)
         return msg_id
 
     def copy_messages_into_session(self, dest_session_id: str, messages: Sequence[Message]) -> None:
@@ -64,4 +64,4 @@ class Fork:
             records.append(add_field(line, extra + b"}") + b"\n" if extra else line)
         with self._root.session(dest_session_id) as s, s.locked():
             last = s.append_many(records, self._root.ids.take) + len(records) - 1
-        self._root.last_append = (dest_session_id, last)
+        self._root.note_insert(dest_session_id, last)

@@ -109,7 +109,7 @@ class Maintenance:
             n = root.index.summary(sid)
             messages, archived = messages + n.count, archived + n.archived
         root.index.save(ids)
-        compacted = self.compacted_stats()  # first: it may bring `.index` up to date, counted below
+        compacted = self.compacted_stats()  # before disk usage: it may rewrite `.index`, counted there
         return StoreStats(len(ids), messages, archived, self._browse.disk_usage(), compacted)
 
     def check(self, repair: bool) -> CheckReport:

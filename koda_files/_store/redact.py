@@ -119,7 +119,7 @@ class Redact:
     def clear_message_content(self, message_ids: Sequence[int], replacement: str) -> None:
         """Replace the content of these messages by `replacement`, leaving no copy of the old text.
 
-        Ids found in no session raise `KodaFilesError` and nothing changes; no ids: nothing
+        Ids found in no session raise `MessageNotFoundError` and nothing changes; no ids: nothing
         happens. See the module docstring for what is rewritten.
         """
         check_text("replacement", replacement, optional=False)

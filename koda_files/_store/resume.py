@@ -13,7 +13,6 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from typing import Any
 
 from .._files.fileops import set_mtime, touch
 from .._format.codec import check_int, check_text, encode_completion, encode_thinking
@@ -34,40 +33,6 @@ class Resume:
 
     def __init__(self, root: StoreRoot) -> None:
         self._root = root
-
-    def _get_header_text(self, session_id: str, name: str) -> str | None:
-        with self._root.session(session_id) as s:
-            if not s.is_dir():
-                return None
-            value = s.header().get(name)
-        return value if isinstance(value, str) else None
-
-    def _set_header_text(self, session_id: str, name: str, value: str) -> None:
-        def change(header: dict[str, Any]) -> bool:
-            if header.get(name) == value:
-                return False
-            header[name] = value
-            return True
-
-        self._root.update_header(session_id, change)
-
-    def set_session_title(self, session_id: str, title: str) -> None:
-        """Set the session's title (key `"title"` of `metadata.json`). Atomic."""
-        check_text("title", title, optional=False)
-        self._set_header_text(session_id, "title", title)
-
-    def get_session_title(self, session_id: str) -> str | None:
-        """The session's title, or None (also for a session that does not exist)."""
-        return self._get_header_text(session_id, "title")
-
-    def set_session_mode(self, session_id: str, mode: str) -> None:
-        """Set the approval mode a resumed session restores (key `"mode"` of `metadata.json`). Atomic."""
-        check_text("mode", mode, optional=False)
-        self._set_header_text(session_id, "mode", mode)
-
-    def get_session_mode(self, session_id: str) -> str | None:
-        """The session's approval mode, or None (also for a session that does not exist)."""
-        return self._get_header_text(session_id, "mode")
 
     def last_access_ns(self, session_id: str) -> int | None:
         # An insert (or a completion mark) moves the mtime of a non-empty messages.jsonl; a
@@ -129,7 +94,7 @@ class Resume:
         An annotation line is appended to its session's log (message lines are never edited in
         place). Marking a complete message again changes nothing. Fast for this process's last
         insert; otherwise sessions are searched newest first, each read backwards from its end.
-        An id found in no session raises `KodaFilesError`.
+        An id found in no session raises `MessageNotFoundError`.
         """
         check_int("message_id", message_id)
         stamp = utc_now()
@@ -140,7 +105,7 @@ class Resume:
         """Set the model's reasoning behind message `message_id` (`Message.thinking_content`).
 
         Like `mark_message_complete`: an annotation line is appended (the last one wins); the
-        same text again changes nothing; an id found in no session raises `KodaFilesError`.
+        same text again changes nothing; an id found in no session raises `MessageNotFoundError`.
         """
         check_int("message_id", message_id)
         check_text("thinking_content", thinking_content, optional=False)

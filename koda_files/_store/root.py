@@ -82,7 +82,7 @@ class StoreRoot:
         self._tracking_noted = False  # this store has recorded the root's `.tracks-completion`
         self._warned: set[str] = set()  # stray entries under sessions/ already warned about
         # (session, id) of this process's last insert: where `mark_message_complete` looks first.
-        self.last_append: tuple[str, int] | None = None
+        self._last_insert: tuple[str, int] | None = None
 
     def close(self) -> None:
         """Close cached descriptors; the store stays usable and reopens them on demand."""
@@ -199,15 +199,31 @@ class StoreRoot:
             self.note_tracking()
         if self.tracks_completion or root_tracks(self.root):
             header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
-        with self.session(session_id) as s:
+        with self._uncached(session_id) as s:
             s.create(header)
         return session_id
 
     def restore_session(self, header: dict[str, Any], files: dict[str, bytes], replace: bool) -> None:
         """Write a whole session given its header and files (see `FileStore.restore_session`)."""
         self.ensure_root()
-        with self.session(header["id"]) as s:
+        with self._uncached(header["id"]) as s:
             s.create(header, files=files, replace=replace)
+
+    @contextmanager
+    def _uncached(self, session_id: str) -> Iterator[SessionDir]:
+        """The session's cached handle if it has one, else a handle that is not cached: creating
+        sessions (many sub-agents) must not evict the handles of the sessions in use."""
+        with self._handles_lock:
+            cached = session_id in self._handles
+        if cached:
+            with self.session(session_id) as s:
+                yield s
+            return
+        handle = SessionDir(session_id, self.sessions_dir / session_id, self.durable)
+        try:
+            yield handle
+        finally:
+            handle.close()
 
     def session_ids(self) -> list[str]:
         """Ids of the session directories under the root, in directory order.
@@ -249,10 +265,14 @@ class StoreRoot:
             if change(header):
                 s.write_header(header)
 
+    def note_insert(self, session_id: str, message_id: int) -> None:
+        """Remember this process's last insert: where `sessions_holding` looks first."""
+        self._last_insert = (session_id, message_id)
+
     def sessions_holding(self, message_id: int) -> list[str]:
         """Sessions known in memory to hold `message_id`: this process's last insert, then parsed logs."""
         out = []
-        last = self.last_append
+        last = self._last_insert
         if last is not None and last[1] == message_id:
             out.append(last[0])
         with self._handles_lock:

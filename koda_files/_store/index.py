@@ -30,7 +30,7 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from .._files.fileops import atomic_write, read_file
+from .._files.fileops import atomic_write, open_read, read_file
 from .._format.classify import COMPACTION, COMPACTION_MARK, classify, compaction_of
 from .._format.codec import ARCHIVED_MARK
 from .._format.framing import iter_file_lines
@@ -49,6 +49,7 @@ _HEAD = re.compile(rb'\{"version":4,"nonce":"([0-9a-f]*)","headers":\{')
 _BETWEEN = b'},"logs":{'
 _END = b"}}"
 _FIRST_USER_CHARS = 200
+_SCAN_CHUNK = 1 << 20
 Key = list[int]
 
 
@@ -303,8 +304,9 @@ class SessionIndex:
         if summary is not None:
             return summary.archived > 0
         try:
-            marks = (ARCHIVED_MARK, COMPACTION_MARK)
-            return any(m in line for _, line in iter_file_lines(Path(path), with_tail=True) for m in marks)
+            return _contains_any(path, (ARCHIVED_MARK, COMPACTION_MARK))
+        except FileNotFoundError:
+            return False
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
             log.warning("%s: cannot be read (%s); skipped", path, exc.strerror or exc)
             return False
@@ -334,3 +336,21 @@ class SessionIndex:
             atomic_write(self._path, data, durable=False)
         except OSError:
             self.nonce = "unsaved"  # matches no file: a summary built now is not bound to a stale one
+
+
+def _contains_any(path: str, marks: tuple[bytes, ...]) -> bool:
+    """True if any of `marks` (none holds a newline) is in the file: one byte search per megabyte
+    read, not a step per line. Raises OSError if it cannot be read."""
+    fd = open_read(path)
+    try:
+        overlap = max(map(len, marks)) - 1  # a mark cut by a read is found joined to the next
+        pos, tail = 0, b""
+        while chunk := os.pread(fd, _SCAN_CHUNK, pos):
+            pos += len(chunk)
+            data = tail + chunk
+            if any(mark in data for mark in marks):
+                return True
+            tail = data[-overlap:]
+        return False
+    finally:
+        os.close(fd)

@@ -81,7 +81,11 @@ def test_purge_plans_in_memory_and_by_ranges_alike(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize("at", [0, (1 << 20) - 5, (1 << 20) + 3, 3 << 20])
 def test_purge_precheck_finds_a_mark_wherever_the_reads_cut_it(tmp_path: Path, at: int) -> None:
     log = tmp_path / "messages.jsonl"
+    marks = (ARCHIVED_MARK, b'"compaction"')
     log.write_bytes(b"x" * at + ARCHIVED_MARK + b"y" * 10)
-    assert _contains_any(str(log), (ARCHIVED_MARK, b'"compaction"'))
+    size = log.stat().st_size
+    assert _contains_any(str(log), marks, size)
+    assert _contains_any(str(log), marks, size + 100)  # shrunk since the stat
+    assert not _contains_any(str(log), marks, at + len(ARCHIVED_MARK) - 1)  # grown since the stat
     log.write_bytes(b"x" * at + ARCHIVED_MARK[:-1] + b"\n" + ARCHIVED_MARK[-1:])
-    assert not _contains_any(str(log), (ARCHIVED_MARK, b'"compaction"'))
+    assert not _contains_any(str(log), marks, log.stat().st_size)

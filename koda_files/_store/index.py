@@ -304,7 +304,7 @@ class SessionIndex:
         if summary is not None:
             return summary.archived > 0
         try:
-            return _contains_any(path, (ARCHIVED_MARK, COMPACTION_MARK))
+            return _contains_any(path, (ARCHIVED_MARK, COMPACTION_MARK), key[1])
         except FileNotFoundError:
             return False
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
@@ -338,14 +338,14 @@ class SessionIndex:
             self.nonce = "unsaved"  # matches no file: a summary built now is not bound to a stale one
 
 
-def _contains_any(path: str, marks: tuple[bytes, ...]) -> bool:
-    """True if any of `marks` (none holds a newline) is in the file: one byte search per megabyte
-    read, not a step per line. Raises OSError if it cannot be read."""
+def _contains_any(path: str, marks: tuple[bytes, ...], size: int) -> bool:
+    """True if any of `marks` (none holds a newline) is in the first `size` bytes of the file (its
+    size when stat'ed): one byte search per megabyte read, not a step per line. OSError if unreadable."""
     fd = open_read(path)
     try:
         overlap = max(map(len, marks)) - 1  # a mark cut by a read is found joined to the next
         pos, tail = 0, b""
-        while chunk := os.pread(fd, _SCAN_CHUNK, pos):
+        while pos < size and (chunk := os.pread(fd, min(_SCAN_CHUNK, size - pos), pos)):
             pos += len(chunk)
             data = tail + chunk
             if any(mark in data for mark in marks):

@@ -94,7 +94,8 @@ class Maintenance:
     def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
         with self._root.session(session_id) as s:
             try:
-                with s.locked(polite=True):
+                # Purge changes the log only by `replace_log`, which records itself in the journal.
+                with s.locked(polite=True, appending=True):
                     return purge_lines(s, min_age_days, dry_run=dry_run)
             except KodaFilesError as exc:
                 log.warning("%s; session skipped by purge", exc)

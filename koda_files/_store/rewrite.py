@@ -183,7 +183,9 @@ def _messages_in(data: bytes, session_id: str) -> tuple[int, list[bytes]]:
     """How many lines of `data` (whole lines) are messages (by shape, else by decoding), and the
     lines that are not messages nor annotations: a person's words purge must not drop unseen."""
     count = len(_SHAPED.findall(data))
-    others = []
+    others: list[bytes] = []
+    if count == data.count(b"\n") and data.endswith(b"\n"):
+        return count, others  # every line has the shape: no other line to look for
     for match in _UNSHAPED.finditer(data):
         line = match.group()
         kind = classify(body(line, match.start() == 0), session_id)[0]  # a BOM may start the file
@@ -329,6 +331,8 @@ def _drop_orphan_notes(
     notes: list[tuple[int, int, int]] = []  # (offset, length, id)
     for mark in _NOTE_MARKS:
         for offset, line in log.containing(mark, start):
+            if _SHAPED.fullmatch(line):
+                continue  # a message (an annotation has no role), such as the compaction's hint
             kind, entry = classify(line, session_id)
             if kind == NOTE and entry is not None and offset not in drop_lines:
                 notes.append((offset, log.line_length(offset), entry.id))

@@ -23,7 +23,7 @@ __all__ = ["Maintenance"]
 
 log = logging.getLogger("koda_files")
 
-_PURGE_THREADS = 8
+_PURGE_THREADS = 4
 
 
 class Maintenance:

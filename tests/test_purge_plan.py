@@ -10,9 +10,8 @@ import pytest
 from _helpers import messages_path
 
 from koda_files import FileStore, Role
-from koda_files._format.codec import ARCHIVED_MARK
 from koda_files._store import rewrite
-from koda_files._store.index import _contains_any
+from koda_files._store.index import _ARCHIVE_MARKS, _ARCHIVE_MARKS_START, _holds_archive_mark
 
 LAYOUT_1 = Path(__file__).resolve().parent / "fixtures" / "layout1"
 
@@ -81,11 +80,12 @@ def test_purge_plans_in_memory_and_by_ranges_alike(tmp_path: Path, monkeypatch: 
 @pytest.mark.parametrize("at", [0, (1 << 20) - 5, (1 << 20) + 3, 3 << 20])
 def test_purge_precheck_finds_a_mark_wherever_the_reads_cut_it(tmp_path: Path, at: int) -> None:
     log = tmp_path / "messages.jsonl"
-    marks = (ARCHIVED_MARK, b'"compaction"')
-    log.write_bytes(b"x" * at + ARCHIVED_MARK + b"y" * 10)
-    size = log.stat().st_size
-    assert _contains_any(str(log), marks, size)
-    assert _contains_any(str(log), marks, size + 100)  # shrunk since the stat
-    assert not _contains_any(str(log), marks, at + len(ARCHIVED_MARK) - 1)  # grown since the stat
-    log.write_bytes(b"x" * at + ARCHIVED_MARK[:-1] + b"\n" + ARCHIVED_MARK[-1:])
-    assert not _contains_any(str(log), marks, log.stat().st_size)
+    for mark in _ARCHIVE_MARKS:
+        assert mark.startswith(_ARCHIVE_MARKS_START)
+        log.write_bytes(b"x" * at + mark + b"y" * 10)
+        size = log.stat().st_size
+        assert _holds_archive_mark(str(log), size)
+        assert _holds_archive_mark(str(log), size + 100)  # shrunk since the stat
+        assert not _holds_archive_mark(str(log), at + len(mark) - 1)  # grown since the stat
+        log.write_bytes(b"x" * at + mark[:-1] + b"\n" + mark[-1:])
+        assert not _holds_archive_mark(str(log), log.stat().st_size)

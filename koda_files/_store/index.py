@@ -50,6 +50,8 @@ _BETWEEN = b'},"logs":{'
 _END = b"}}"
 _FIRST_USER_CHARS = 200
 _SCAN_CHUNK = 1 << 20
+_ARCHIVE_MARKS = (ARCHIVED_MARK, COMPACTION_MARK)
+_ARCHIVE_MARKS_START = b'"compact'
 Key = list[int]
 
 
@@ -304,7 +306,7 @@ class SessionIndex:
         if summary is not None:
             return summary.archived > 0
         try:
-            return _contains_any(path, (ARCHIVED_MARK, COMPACTION_MARK), key[1])
+            return _holds_archive_mark(path, key[1])
         except FileNotFoundError:
             return False
         except OSError as exc:  # a directory or a symlink where the log should be: not this scan's to fix
@@ -338,9 +340,10 @@ class SessionIndex:
             self.nonce = "unsaved"  # matches no file: a summary built now is not bound to a stale one
 
 
-def _contains_any(path: str, marks: tuple[bytes, ...], size: int) -> bool:
-    """True if any of `marks` (none holds a newline) is in the first `size` bytes of the file (its
-    size when stat'ed): one byte search per megabyte read, not a step per line. OSError if unreadable."""
+def _holds_archive_mark(path: str, size: int) -> bool:
+    """True if a mark of archived messages is in the first `size` bytes of the file (its size when
+    stat'ed): one byte search per megabyte read, not a step per line. OSError if unreadable."""
+    marks = _ARCHIVE_MARKS
     fd = open_read(path)
     try:
         overlap = max(map(len, marks)) - 1  # a mark cut by a read is found joined to the next
@@ -348,7 +351,8 @@ def _contains_any(path: str, marks: tuple[bytes, ...], size: int) -> bool:
         while pos < size and (chunk := os.pread(fd, min(_SCAN_CHUNK, size - pos), pos)):
             pos += len(chunk)
             data = tail + chunk
-            if any(mark in data for mark in marks):
+            # Most logs hold neither: one search for what both begin with rules both out.
+            if _ARCHIVE_MARKS_START in data and any(mark in data for mark in marks):
                 return True
             tail = data[-overlap:]
         return False

@@ -167,13 +167,18 @@ def compact_lines(
         os.close(fd)
 
 
-def _cutoff(min_age_days: int) -> datetime:
+def _cutoff(min_age_days: int) -> datetime | None:
+    """The newest archive time old enough to purge; None (`min_age_days` 0): any, dated or not."""
+    if not min_age_days:
+        return None
     now = parse_time(utc_now())
     assert now is not None
     return now - timedelta(days=min_age_days)
 
 
-def _old(when: str | None, cutoff: datetime) -> bool:
+def _old(when: str | None, cutoff: datetime | None) -> bool:
+    if cutoff is None:
+        return True
     # An archive time nobody can read is kept: never delete what cannot be dated.
     moment = parse_time(when or "")
     return moment is not None and moment <= cutoff
@@ -292,7 +297,7 @@ def _purge_plan(log: _Log, session_id: str, min_age_days: int) -> tuple[int, lis
             continue
         found = compaction_of(line, offset)
         assert found is not None
-        if min_age_days and not _old(found.at, cutoff):
+        if not _old(found.at, cutoff):
             break  # compactions are in time order: those below are newer still
         cut = found
     start = cut.offset if cut is not None else 0
@@ -304,7 +309,7 @@ def _purge_plan(log: _Log, session_id: str, min_age_days: int) -> tuple[int, lis
         entry = classify(line, session_id)[1]
         if type(entry) is not Message or entry.compacted_at is None:
             continue
-        old = min_age_days == 0 or _old(entry.compacted_at, cutoff)
+        old = _old(entry.compacted_at, cutoff)
         if offset < start and not old:
             keep_above.append(line + b"\n")
             dropped -= 1

@@ -116,6 +116,15 @@ def test_store_writes_are_seen_at_once(tmp_path: Path) -> None:
     assert store.recent_user_messages(1) == ["newest question"]
 
 
+def test_a_purge_is_seen_at_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    store, _ = build(root)
+    assert answers(store)["stats"].session_count == 3
+    assert FileStore(root).purge_compacted(0) == 3 * 6
+    assert answers(FileStore(root)) == answers(store) == truth(root, tmp_path)
+    assert store.compacted_stats().message_count == 0
+
+
 def _write_from_another_process(root: str, sid: str, n: int) -> None:
     store = FileStore(root)
     for i in range(n):

@@ -70,7 +70,7 @@ class SessionDir:
         self._journal_line = session_id.encode() + b"\n"
         self.mutex = FileMutex(path / LOCK_NAME, self._check_dir, self._note_if_changed)
         # Under the lock: the log's and header's identity when it was taken (None: unknown,
-        # () : only an append counts), and whether this holder appended.
+        # () : only an append counts), and whether this holder appended or replaced the log.
         self._at_lock: tuple[tuple[int, int, int], ...] | None = None
         self._appended = False
         self.log = MessageLog(session_id, self.messages_path)
@@ -103,9 +103,10 @@ class SessionDir:
     def lock(self, *, polite: bool = False, appending: bool = False, note: bool = False) -> None:
         """Take the session lock; `SessionNotFoundError` if the directory is not (or no longer) there.
 
-        `polite` is for rewrites: see `FileMutex.acquire`. `appending`: the holder only appends
-        (the journal then needs no before-and-after stat of the files). `note`: name the session
-        in the journal on release whatever happened (the holder read it whole: a hand edit counts).
+        `polite` is for rewrites: see `FileMutex.acquire`. `appending`: the holder changes the files
+        only by appends and `replace_log`, which record themselves (no before-and-after stat then).
+        `note`: name the session in the journal on release whatever happened (the holder read it
+        whole: a hand edit counts).
         """
         try:
             self.mutex.acquire(polite=polite)
@@ -140,9 +141,9 @@ class SessionDir:
         self.mutex.release()
 
     @contextlib.contextmanager
-    def locked(self, *, polite: bool = False) -> Iterator[None]:
-        """`with session.locked():` runs the block holding the session lock."""
-        self.lock(polite=polite)
+    def locked(self, *, polite: bool = False, appending: bool = False) -> Iterator[None]:
+        """`with session.locked():` runs the block holding the session lock (arguments: see `lock`)."""
+        self.lock(polite=polite, appending=appending)
         try:
             yield
         finally:
@@ -210,6 +211,7 @@ class SessionDir:
         If the file is no longer the one `before` describes once every piece is copied (a hand
         edit), nothing is written: `ConcurrentEditError` naming `what` was being done.
         """
+        self._appended = True  # recorded in the journal on unlock (also if refused: a hand edit)
         atomic_write(self.messages_path, itertools.chain(pieces, self._unchanged(before, what)), sync_dir=sync_dir)
         self.forget_cache()
 

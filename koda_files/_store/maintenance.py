@@ -23,7 +23,9 @@ __all__ = ["Maintenance"]
 
 log = logging.getLogger("koda_files")
 
-_PURGE_THREADS = 8
+# Enough to overlap the rewrites' syncs; more only contend for the interpreter lock (measured
+# on 2 cores: 4 threads ahead of 8 in both durability modes, of 2 in "fsync" mode, and of 16).
+_PURGE_THREADS = 4
 
 
 class Maintenance:
@@ -94,7 +96,8 @@ class Maintenance:
     def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
         with self._root.session(session_id) as s:
             try:
-                with s.locked(polite=True):
+                # Purge changes the log only by `replace_log`, which records itself in the journal.
+                with s.locked(polite=True, appending=True):
                     return purge_lines(s, min_age_days, dry_run=dry_run)
             except KodaFilesError as exc:
                 log.warning("%s; session skipped by purge", exc)

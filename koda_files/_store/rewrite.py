@@ -50,6 +50,7 @@ _MESSAGE_SHAPE = rb'\{"id":-?\d+,"role":"(?:system|user|assistant|tool)".*\}\r?'
 _SHAPED = re.compile(rb"^" + _MESSAGE_SHAPE + rb"$", re.M)
 _UNSHAPED = re.compile(rb"^(?!" + _MESSAGE_SHAPE + rb"$).*\S.*$", re.M)
 _NOTE_MARKS = (b'"completed_at"', b'"thinking_content"')
+_IN_MEMORY = 1 << 20  # a log up to this size is read once for the purge's plan
 
 
 def _records(summary: str, now: str, tracks_completion: bool) -> list[bytes]:
@@ -166,13 +167,18 @@ def compact_lines(
         os.close(fd)
 
 
-def _cutoff(min_age_days: int) -> datetime:
+def _cutoff(min_age_days: int) -> datetime | None:
+    """The newest archive time old enough to purge; None (`min_age_days` 0): any, dated or not."""
+    if not min_age_days:
+        return None
     now = parse_time(utc_now())
     assert now is not None
     return now - timedelta(days=min_age_days)
 
 
-def _old(when: str | None, cutoff: datetime) -> bool:
+def _old(when: str | None, cutoff: datetime | None) -> bool:
+    if cutoff is None:
+        return True
     # An archive time nobody can read is kept: never delete what cannot be dated.
     moment = parse_time(when or "")
     return moment is not None and moment <= cutoff
@@ -182,10 +188,12 @@ def _messages_in(data: bytes, session_id: str) -> tuple[int, list[bytes]]:
     """How many lines of `data` (whole lines) are messages (by shape, else by decoding), and the
     lines that are not messages nor annotations: a person's words purge must not drop unseen."""
     count = len(_SHAPED.findall(data))
-    others = []
+    others: list[bytes] = []
+    if count == data.count(b"\n") and data.endswith(b"\n"):
+        return count, others  # every line has the shape: no other line to look for
     for match in _UNSHAPED.finditer(data):
         line = match.group()
-        kind = classify(body(line, False), session_id)[0]
+        kind = classify(body(line, match.start() == 0), session_id)[0]  # a BOM may start the file
         if kind in (MESSAGE, COMPACTION):
             count += 1
         elif kind == OTHER:
@@ -206,7 +214,7 @@ def purge_lines(s: SessionDir, min_age_days: int, *, dry_run: bool = False) -> t
         raise KodaFilesError(f"session {s.id!r}: {s.messages_path} is missing") from None
     try:
         before = os.fstat(fd)
-        dropped, pieces = _purge_plan(fd, before.st_size, s.id, min_age_days)
+        dropped, pieces = _purge_plan(_Log(fd, before.st_size), s.id, min_age_days)
         if not dropped:
             return 0, 0
         shrunk = before.st_size - sum(len(p) if isinstance(p, bytes) else p[2] for p in pieces)
@@ -221,38 +229,97 @@ def purge_lines(s: SessionDir, min_age_days: int, *, dry_run: bool = False) -> t
     return dropped, shrunk
 
 
-def _purge_plan(fd: int, size: int, session_id: str, min_age_days: int) -> tuple[int, list[Piece]]:
-    """How many messages purge drops from the log open at `fd`, and the pieces of what it keeps."""
+class _Log:
+    """The log a purge plans on: read once when small (every scan then searches memory), else by
+    ranges as each scan needs them. Offsets are the file's; `size` is its size when opened."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size = fd, size
+        # Shorter than `size` if cut meanwhile: the plan is then void, and the rewrite's own
+        # check that the file is unchanged refuses it.
+        self.data = os.pread(fd, size, 0) if size <= _IN_MEMORY else None
+
+    def read(self, start: int, length: int) -> bytes:
+        if self.data is None:
+            return os.pread(self.fd, length, start)
+        return self.data[start : start + length]
+
+    def containing(self, marker: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+        """(offset, body) of the lines from `start` (a line start) holding `marker`, as `lines_containing`."""
+        data = self.data
+        if data is None:
+            yield from lines_containing(self.fd, marker, start, self.size)
+            return
+        found = data.find(marker, start)
+        while found >= 0:
+            line_start = data.rfind(b"\n", start, found) + 1 or start
+            line_end = data.find(b"\n", found)
+            line_end = len(data) if line_end < 0 else line_end
+            yield line_start, body(data[line_start:line_end], line_start == 0)
+            found = data.find(marker, line_end)
+
+    def line_length(self, offset: int) -> int:
+        """The length of the line starting at `offset`, its newline included (if it has one)."""
+        if self.data is not None:
+            newline = self.data.find(b"\n", offset)
+            return (len(self.data) if newline < 0 else newline + 1) - offset
+        at = offset
+        while at < self.size:
+            chunk = os.pread(self.fd, min(1 << 16, self.size - at), at)
+            newline = chunk.find(b"\n")
+            if newline >= 0:
+                return at + newline + 1 - offset
+            at += len(chunk)
+        return self.size - offset
+
+    def raw_lines(self, start: int) -> Iterator[tuple[int, bytes]]:
+        """(offset, exact bytes) of each line from `start` up to `size`, as `iter_raw_lines`."""
+        if self.data is None:
+            for offset, raw in iter_raw_lines(self.fd, start):
+                if offset >= self.size:
+                    return
+                yield offset, raw
+            return
+        data, at = self.data, start
+        while at < len(data):
+            end = data.find(b"\n", at) + 1 or len(data)
+            yield at, data[at:end]
+            at = end
+
+
+def _purge_plan(log: _Log, session_id: str, min_age_days: int) -> tuple[int, list[Piece]]:
+    """How many messages purge drops from `log`, and the pieces of what it keeps."""
+    fd, size = log.fd, log.size
     cutoff = _cutoff(min_age_days)
     cut: Compaction | None = None
-    for offset, line in lines_containing(fd, COMPACTION_MARK):
+    for offset, line in log.containing(COMPACTION_MARK):
         if classify(line, session_id)[0] != COMPACTION:
             continue
         found = compaction_of(line, offset)
         assert found is not None
-        if min_age_days and not _old(found.at, cutoff):
+        if not _old(found.at, cutoff):
             break  # compactions are in time order: those below are newer still
         cut = found
     start = cut.offset if cut is not None else 0
-    dropped, keep_above = _messages_in(os.pread(fd, start, 0), session_id) if start else (0, [])
+    dropped, keep_above = _messages_in(log.read(0, start), session_id) if start else (0, [])
     # Lines of the first layout: judged by their own time, wherever they are.
     drop_lines: dict[int, int] = {}  # offset -> length of a line below the cut to drop
     dropped_ids: set[int] = set()
-    for offset, line in lines_containing(fd, ARCHIVED_MARK):
+    for offset, line in log.containing(ARCHIVED_MARK):
         entry = classify(line, session_id)[1]
         if type(entry) is not Message or entry.compacted_at is None:
             continue
-        old = min_age_days == 0 or _old(entry.compacted_at, cutoff)
+        old = _old(entry.compacted_at, cutoff)
         if offset < start and not old:
             keep_above.append(line + b"\n")
             dropped -= 1
         elif offset >= start and old:
-            drop_lines[offset] = _line_length(fd, offset, size)
+            drop_lines[offset] = log.line_length(offset)
             dropped_ids.add(entry.id)
             dropped += 1
     if not dropped:
         return 0, []
-    _drop_orphan_notes(fd, session_id, start, size, dropped_ids, drop_lines)
+    _drop_orphan_notes(log, session_id, start, dropped_ids, drop_lines)
     pieces: list[Piece] = list(keep_above)
     at = start
     for offset in sorted(drop_lines):
@@ -262,40 +329,28 @@ def _purge_plan(fd: int, size: int, session_id: str, min_age_days: int) -> tuple
     return dropped, pieces
 
 
-def _line_length(fd: int, offset: int, size: int) -> int:
-    """The length of the line starting at `offset`, its newline included (if it has one)."""
-    at = offset
-    while at < size:
-        chunk = os.pread(fd, min(1 << 16, size - at), at)
-        newline = chunk.find(b"\n")
-        if newline >= 0:
-            return at + newline + 1 - offset
-        at += len(chunk)
-    return size - offset
-
-
 def _drop_orphan_notes(
-    fd: int, session_id: str, start: int, size: int, dropped_ids: set[int], drop_lines: dict[int, int]
+    log: _Log, session_id: str, start: int, dropped_ids: set[int], drop_lines: dict[int, int]
 ) -> None:
     """Add to `drop_lines` the annotations kept below the cut whose message is dropped."""
     notes: list[tuple[int, int, int]] = []  # (offset, length, id)
     for mark in _NOTE_MARKS:
-        for offset, line in lines_containing(fd, mark, start):
+        for offset, line in log.containing(mark, start):
+            if _SHAPED.fullmatch(line):
+                continue  # a message (an annotation has no role), such as the compaction's hint
             kind, entry = classify(line, session_id)
             if kind == NOTE and entry is not None and offset not in drop_lines:
-                notes.append((offset, _line_length(fd, offset, size), entry.id))
+                notes.append((offset, log.line_length(offset), entry.id))
     if not notes:
         return
-    kept_ids = set(_ids_from(fd, session_id, start, size)) - dropped_ids
+    kept_ids = set(_ids_from(log, session_id, start)) - dropped_ids
     for offset, length, msg_id in notes:
         if msg_id not in kept_ids:
             drop_lines[offset] = length
 
 
-def _ids_from(fd: int, session_id: str, start: int, size: int) -> Iterator[int]:
-    for offset, raw in iter_raw_lines(fd, start):
-        if offset >= size:
-            return
+def _ids_from(log: _Log, session_id: str, start: int) -> Iterator[int]:
+    for offset, raw in log.raw_lines(start):
         kind, entry = classify(body(raw, offset == 0), session_id)
         if kind in (MESSAGE, COMPACTION) and entry is not None:
             yield entry.id

@@ -7,13 +7,12 @@ Writes to one session are serialised by that session's lock; reads take no lock.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ._format.codec import check_int, check_text, encode_new, encode_record_line, project_root_text
-from ._format.layout import MESSAGES, METADATA, is_store, utc_now, validate_session_id
+from ._format.layout import MESSAGES, METADATA, SESSION_ID_PATTERN, is_store, utc_now, validate_session_id
 from ._session.scan import pick_assistant_content, pick_pending, pick_user_content, user_messages
 from ._store.browse import Browse
 from ._store.events import Events
@@ -46,7 +45,6 @@ from .types import (
 
 __all__ = ["FileStore"]
 
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a file beside the log, not a path
 
 
 class FileStore:
@@ -439,7 +437,8 @@ class FileStore:
         """
         session_id = validate_session_id(header.get("id"))
         for name in files or {}:
-            if not _PLAIN_NAME.fullmatch(name) or name in (MESSAGES, METADATA):
+            # A plain entry name (the rule of a session id), beside the log, not a path.
+            if not SESSION_ID_PATTERN.fullmatch(name) or name in (MESSAGES, METADATA):
                 raise ValueError(f"session {session_id!r}: {name!r} is not a file restore_session may write")
         lines = [encode_record_line(record, session_id, index) for index, record in enumerate(records)]
         self._root.restore_session(dict(header), {MESSAGES: b"".join(lines), **(files or {})}, replace)

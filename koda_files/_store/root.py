@@ -90,7 +90,7 @@ class StoreRoot:
 
     def acquire(self, session_id: str) -> SessionDir:
         """The handle of a session, marked in use so it is not evicted; pair with `release`."""
-        if not self._layout_ok:
+        if not self._layout_ok:  # `_layout_once` inlined: every insert passes here
             self._check_layout_once()
         with self._handles_lock:
             handle = self._handles.get(session_id)
@@ -128,8 +128,7 @@ class StoreRoot:
         if self._root_ready:
             return
         check_new_root(self.root)
-        durable = self.durable
-        make_dirs(self.root, durable=durable)
+        make_dirs(self.root, durable=self.durable)
         marker = self.root / LAYOUT_FILE
         raw = read_file(marker)
         if raw is None:
@@ -137,7 +136,7 @@ class StoreRoot:
         else:
             self._layout = self._check_layout(marker, raw)
         make_dir(self.sessions_dir)
-        if durable:
+        if self.durable:
             # Without this a power cut could lose `sessions/` and every session made in it (also
             # one another store made and did not sync, in "flush" mode): once per store.
             fsync_dir(self.root)
@@ -231,8 +230,7 @@ class StoreRoot:
         Dot-entries are left out silently; symlinks, files and names that are not ids are left
         out with a warning, once per entry and store.
         """
-        if not self._layout_ok:
-            self._check_layout_once()
+        self._layout_once()
         try:
             entries = list(os.scandir(self.sessions_dir))
         except FileNotFoundError:

@@ -21,6 +21,8 @@ __all__ = [
     "iter_raw_lines",
     "lines_containing",
     "lines_containing_backwards",
+    "lines_containing_in",
+    "raw_lines_in",
     "split_bodies",
     "split_lines",
 ]
@@ -63,13 +65,21 @@ def iter_raw_lines(fd: int, start: int = 0) -> Iterator[tuple[int, bytes]]:
     while chunk := os.pread(fd, _STREAM_CHUNK, pos):
         pos += len(chunk)
         data = pending + chunk
-        begin = 0
-        while (nl := data.find(b"\n", begin)) >= 0:
-            yield pending_at + begin, data[begin : nl + 1]
-            begin = nl + 1
-        pending, pending_at = data[begin:], pending_at + begin
+        end = data.rfind(b"\n") + 1
+        yield from raw_lines_in(data, 0, end, pending_at)
+        pending, pending_at = data[end:], pending_at + end
     if pending:
         yield pending_at, pending
+
+
+def raw_lines_in(data: bytes, start: int, end: int, base: int = 0) -> Iterator[tuple[int, bytes]]:
+    """`iter_raw_lines` over `data[start:end]` in memory (`start` a line start; offsets plus `base`)."""
+    at = start
+    while at < end:
+        newline = data.find(b"\n", at, end)
+        stop = end if newline < 0 else newline + 1
+        yield base + at, data[at:stop]
+        at = stop
 
 
 def iter_file_lines(path: Path, *, with_tail: bool, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -173,11 +183,16 @@ def lines_containing(fd: int, marker: bytes, start: int = 0, end: int | None = N
         pos += len(chunk)
         data = pending + chunk
         cut = data.rfind(b"\n") + 1 if pos < stop else len(data)
-        found = data.find(marker, 0, cut)
-        while found >= 0:
-            line_start = data.rfind(b"\n", 0, found) + 1
-            line_end = data.find(b"\n", found, cut)
-            line_end = cut if line_end < 0 else line_end
-            yield pending_at + line_start, body(data[line_start:line_end], pending_at + line_start == 0)
-            found = data.find(marker, line_end, cut)
+        yield from lines_containing_in(data, marker, 0, cut, pending_at)
         pending, pending_at = data[cut:], pending_at + cut
+
+
+def lines_containing_in(data: bytes, marker: bytes, start: int, end: int, base: int = 0) -> Iterator[tuple[int, bytes]]:
+    """`lines_containing` over `data[start:end]` in memory (`start` a line start; offsets plus `base`)."""
+    found = data.find(marker, start, end)
+    while found >= 0:
+        line_start = data.rfind(b"\n", start, found) + 1 or start
+        line_end = data.find(b"\n", found, end)
+        line_end = end if line_end < 0 else line_end
+        yield base + line_start, body(data[line_start:line_end], base + line_start == 0)
+        found = data.find(marker, line_end, end)

@@ -34,7 +34,14 @@ from .._format.classify import (
     last_compaction,
 )
 from .._format.codec import ARCHIVED_MARK, Completion, with_id
-from .._format.framing import body, iter_lines_backwards, iter_raw_lines, lines_containing
+from .._format.framing import (
+    body,
+    iter_lines_backwards,
+    iter_raw_lines,
+    lines_containing,
+    lines_containing_in,
+    raw_lines_in,
+)
 from .._format.layout import parse_time, utc_now
 from .._session.completion import COMPACTION_HINT, counts_as_mark
 from .._session.sanitize import CallOwners, group_start
@@ -246,17 +253,9 @@ class _Log:
 
     def containing(self, marker: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
         """(offset, body) of the lines from `start` (a line start) holding `marker`, as `lines_containing`."""
-        data = self.data
-        if data is None:
-            yield from lines_containing(self.fd, marker, start, self.size)
-            return
-        found = data.find(marker, start)
-        while found >= 0:
-            line_start = data.rfind(b"\n", start, found) + 1 or start
-            line_end = data.find(b"\n", found)
-            line_end = len(data) if line_end < 0 else line_end
-            yield line_start, body(data[line_start:line_end], line_start == 0)
-            found = data.find(marker, line_end)
+        if self.data is None:
+            return lines_containing(self.fd, marker, start, self.size)
+        return lines_containing_in(self.data, marker, start, len(self.data))
 
     def line_length(self, offset: int) -> int:
         """The length of the line starting at `offset`, its newline included (if it has one)."""
@@ -274,17 +273,13 @@ class _Log:
 
     def raw_lines(self, start: int) -> Iterator[tuple[int, bytes]]:
         """(offset, exact bytes) of each line from `start` up to `size`, as `iter_raw_lines`."""
-        if self.data is None:
-            for offset, raw in iter_raw_lines(self.fd, start):
-                if offset >= self.size:
-                    return
-                yield offset, raw
+        if self.data is not None:
+            yield from raw_lines_in(self.data, start, len(self.data))
             return
-        data, at = self.data, start
-        while at < len(data):
-            end = data.find(b"\n", at) + 1 or len(data)
-            yield at, data[at:end]
-            at = end
+        for offset, raw in iter_raw_lines(self.fd, start):
+            if offset >= self.size:
+                return
+            yield offset, raw
 
 
 def _purge_plan(log: _Log, session_id: str, min_age_days: int) -> tuple[int, list[Piece]]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timezone
 from pathlib import Path
 
 from .._format.layout import parse_time
+from ..types import TokenUsage
 
 __all__ = ["ExportReport", "ImportReport", "Progress", "default_koda_db"]
 
@@ -22,8 +23,8 @@ Progress = Callable[[int, int], None]
 
 TODO_KEY = "todo"
 ROLES = frozenset({"system", "user", "assistant", "tool"})
-# koda's token columns, named as `Message`'s fields.
-TOKENS = ("prompt_tokens", "completion_tokens", "cache_read_tokens", "cache_creation_tokens", "thinking_tokens")
+# koda's token columns: named as the token counts of `TokenUsage` (and of `Message`).
+TOKENS = tuple(f.name for f in fields(TokenUsage) if f.name != "stop_reason")
 # koda's session columns kept as top-level keys of `metadata.json` (absent when null).
 HEADER_COLUMNS = ("title", "mode")
 

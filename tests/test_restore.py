@@ -86,7 +86,7 @@ def test_restore_refuses_a_file_name_that_is_not_a_plain_file_beside_the_log(roo
     assert not (root.parent / "escaped.txt").exists()
 
 
-def test_creating_many_sessions_keeps_the_parsed_log_of_the_one_in_use(root: Path) -> None:
+def test_creating_many_sessions_or_sweeping_them_keeps_the_parsed_log_of_the_one_in_use(root: Path) -> None:
     store = FileStore(root)
     sid = store.create_session("main")
     for i in range(30):
@@ -96,8 +96,12 @@ def test_creating_many_sessions_keeps_the_parsed_log_of_the_one_in_use(root: Pat
     store._root.release(handle)
     log_before = handle.log
     for _ in range(80):  # more than the store keeps handles for
-        store.create_session("sub-agent")
+        other = store.create_session("sub-agent")
+        FileStore(root).insert_message(other, Role.USER, "x")
+        FileStore(root).compact_session(other, "s", 0)
     store.restore_session(_header("imported-2"), _records(store.reserve_ids(10_000, 2)))
+    assert store.purge_compacted(0) == 80  # whole-store sweeps visit every session
+    assert store.check().ok
     handle = store._root.acquire(sid)
     store._root.release(handle)
     assert handle.log is log_before and handle.is_parsed()  # still cached: no re-parse on the next turn

@@ -78,7 +78,7 @@ def check_store(store: StoreRoot, repair: bool) -> CheckReport:
             problems.append(Problem("not-a-session", str(path), sid, None, "not a directory"))
             continue
         count += 1
-        with store.session(sid) as s:
+        with store.visit(sid) as s:
             problems += _check_session(s, repair)
     return CheckReport(count, tuple(problems))
 

@@ -94,7 +94,7 @@ class Maintenance:
         return [sid for sid in self._root.session_ids() if index.may_have_archived(sid)]
 
     def _purge_one(self, session_id: str, min_age_days: int, dry_run: bool) -> tuple[int, int]:
-        with self._root.session(session_id) as s:
+        with self._root.visit(session_id) as s:
             try:
                 # Purge changes the log only by `replace_log`, which records itself in the journal.
                 with s.locked(polite=True, appending=True):

@@ -198,20 +198,22 @@ class StoreRoot:
             self.note_tracking()
         if self.tracks_completion or root_tracks(self.root):
             header[HEADER_KEY] = True  # its first turn may be interrupted before any mark
-        with self._uncached(session_id) as s:
+        with self.visit(session_id) as s:
             s.create(header)
         return session_id
 
     def restore_session(self, header: dict[str, Any], files: dict[str, bytes], replace: bool) -> None:
         """Write a whole session given its header and files (see `FileStore.restore_session`)."""
         self.ensure_root()
-        with self._uncached(header["id"]) as s:
+        with self.visit(header["id"]) as s:
             s.create(header, files=files, replace=replace)
 
     @contextmanager
-    def _uncached(self, session_id: str) -> Iterator[SessionDir]:
-        """The session's cached handle if it has one, else a handle that is not cached: creating
-        sessions (many sub-agents) must not evict the handles of the sessions in use."""
+    def visit(self, session_id: str) -> Iterator[SessionDir]:
+        """`session` for one pass over a session: its cached handle if it has one, else a handle
+        that is not cached, so creating sessions (many sub-agents) and whole-store sweeps (purge,
+        check) do not evict the handles and parsed logs of the sessions in use."""
+        validate_session_id(session_id)
         with self._handles_lock:
             cached = session_id in self._handles
         if cached:
